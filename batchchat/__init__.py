@@ -1,0 +1,1 @@
+"""batchchat: push large batches of requests through an OpenAI-compatible API."""
