@@ -1,0 +1,1 @@
+"""batchchat's OpenAI-compatible simulator (being built)."""
