@@ -1,0 +1,88 @@
+"""Server-side counters, served as JSON by `GET /stats` and zeroed by `POST /stats/reset`.
+
+Fields: `requests` (received, all routes but /stats), `responses` {status: count}, `faults`
+{kind: count}, `tokens_admitted` (charged by the limiter), `prompt_tokens`, `completion_tokens`
+(of 200 answers), `rate_limited` (429s from the limiter), `rate_limited_requests` /
+`rate_limited_tokens`, `in_flight`, `max_in_flight`, `elapsed` (seconds since start/reset) and
+`series`: one entry per second since start/reset, ``{"t", "requests", "tokens", "429"}`` where
+requests/tokens are what the limiter admitted in that second and 429 the limiter refusals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Stats"]
+
+
+class Stats:
+    """Mutable counters owned by the server's event loop."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.in_flight = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero every counter (in_flight stays: those requests are still open)."""
+        self.start = self.clock()
+        self.requests = 0
+        self.responses: dict[int, int] = {}
+        self.faults: dict[str, int] = {}
+        self.tokens_admitted = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.rate_limited_requests = 0
+        self.rate_limited_tokens = 0
+        self.max_in_flight = self.in_flight
+        self._series: dict[int, list[int]] = {}
+
+    def _second(self) -> list[int]:
+        t = int(self.clock() - self.start)
+        if t < 0:
+            t = 0
+        row = self._series.get(t)
+        if row is None:
+            row = self._series[t] = [0, 0, 0]
+        return row
+
+    def admitted(self, tokens: int) -> None:
+        """The limiter admitted one request charged `tokens`."""
+        self.tokens_admitted += tokens
+        row = self._second()
+        row[0] += 1
+        row[1] += tokens
+
+    def limited(self, kind: str) -> None:
+        """The limiter refused one request on `kind` ("requests" or "tokens")."""
+        if kind == "requests":
+            self.rate_limited_requests += 1
+        else:
+            self.rate_limited_tokens += 1
+        self._second()[2] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy of every counter; the series has one row per second, gaps filled."""
+        series = []
+        if self._series:
+            last = max(self._series)
+            empty = (0, 0, 0)
+            for t in range(last + 1):
+                row = self._series.get(t, empty)
+                series.append({"t": t, "requests": row[0], "tokens": row[1], "429": row[2]})
+        return {
+            "requests": self.requests,
+            "responses": {str(code): n for code, n in sorted(self.responses.items())},
+            "faults": dict(sorted(self.faults.items())),
+            "tokens_admitted": self.tokens_admitted,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "rate_limited": self.rate_limited_requests + self.rate_limited_tokens,
+            "rate_limited_requests": self.rate_limited_requests,
+            "rate_limited_tokens": self.rate_limited_tokens,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "elapsed": round(self.clock() - self.start, 6),
+            "series": series,
+        }
