@@ -2,14 +2,147 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
 import typer
 
+from batchchat.api import _backend_options
+from batchchat.config import build_settings
+from batchchat.engine import Engine, describe_invalid, open_input, scan
+from batchchat.errors import BatchchatError, ExitCode
+from batchchat.secrets import Secret
 from batchchat.simulator.command import serve
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # rich tracebacks show local variables, and so the API key
+    help="Push a JSONL batch of chat-completion and embedding requests through an OpenAI-compatible API.",
+)
 app.command("serve")(serve)
+
+_ENDPOINT = "Endpoint"
+_LIMITS = "Limits and retries"
+_DEFAULTS = "Defaults for short lines"
+_OUTPUT = "Output and progress"
+_SIM = "Built-in simulator"
+
+
+def _fail(error: BatchchatError) -> typer.Exit:
+    typer.echo(f"batchchat: error: {error}", err=True)
+    return typer.Exit(int(error.exit_code))
+
+
+@app.command()
+def run(
+    input: Annotated[str, typer.Argument(help="JSONL file of requests, or - for standard input.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Results JSONL (default: INPUT.results.jsonl beside the input). Rerunning on the same output resumes.", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    base_url: Annotated[str | None, typer.Option(help="API base URL [env OPENAI_BASE_URL; default https://api.openai.com/v1].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable that holds the API key [default OPENAI_API_KEY].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    azure_api_version: Annotated[str | None, typer.Option(help="Azure OpenAI: send the key as `api-key` and add ?api-version=VERSION.", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="Extra request header 'Name: value' (repeatable).", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    timeout: Annotated[float | None, typer.Option(help="Read timeout per attempt, seconds [600].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    connect_timeout: Annotated[float | None, typer.Option(help="Connect timeout, seconds [10].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    transport: Annotated[str | None, typer.Option(help="HTTP transport under httpx: aiohttp (fast) or httpx [aiohttp].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    rpm: Annotated[float | None, typer.Option(help="Requests per minute budget [no limit].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    tpm: Annotated[float | None, typer.Option(help="Tokens per minute budget, charged prompt + max_tokens x n up front [no limit].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Most requests in flight at once [64].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    max_attempts: Annotated[int | None, typer.Option(help="Attempts per request, the first included [5].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    deadline: Annotated[float | None, typer.Option(help="Seconds one request may take over all its attempts [900].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    backoff_base: Annotated[float | None, typer.Option(help="First retry backoff, seconds; doubles per retry, with jitter [0.5].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    backoff_max: Annotated[float | None, typer.Option(help="Longest backoff, seconds [8].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    max_wait: Annotated[float | None, typer.Option(help="Cap on any one wait between attempts, a server's Retry-After included [60].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    grace: Annotated[float | None, typer.Option(help="After Ctrl-C/SIGTERM or a rejected key, seconds in-flight requests get to finish [30].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    model: Annotated[str | None, typer.Option(help="Model for lines that name none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
+    system: Annotated[str | None, typer.Option(help="System message for {\"prompt\": ...} lines.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
+    max_tokens: Annotated[int | None, typer.Option(help="max_tokens for lines that set none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
+    temperature: Annotated[float | None, typer.Option(help="temperature for lines that set none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
+    endpoint: Annotated[str | None, typer.Option(help="Endpoint for bare bodies, e.g. /v1/responses [inferred: messages/prompt -> chat, input -> embeddings].", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file (exit 2) if any line is invalid, instead of writing an error line for it.", rich_help_panel=_OUTPUT)] = False,  # noqa: E501
+    progress: Annotated[str | None, typer.Option(help="auto (a bar on a terminal, log lines otherwise), bar, log or off [auto].", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    log_interval: Annotated[float | None, typer.Option(help="Seconds between progress log lines when not on a terminal [10].", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    config: Annotated[Path | None, typer.Option(help="TOML file of defaults for these flags (keys as flag names: rpm, base-url, ...).", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    simulate: Annotated[bool, typer.Option("--simulate", help="Run against the built-in simulator on a free loopback port instead of a real API.", rich_help_panel=_SIM)] = False,  # noqa: E501
+    sim_rpm: Annotated[int | None, typer.Option(help="Simulator's requests/min limit [none].", rich_help_panel=_SIM)] = None,  # noqa: E501
+    sim_tpm: Annotated[int | None, typer.Option(help="Simulator's tokens/min limit [none].", rich_help_panel=_SIM)] = None,  # noqa: E501
+    sim_latency_ms: Annotated[float, typer.Option(help="Simulator's time to first token, ms.", rich_help_panel=_SIM)] = 20.0,  # noqa: E501
+    sim_ms_per_token: Annotated[float, typer.Option(help="Simulator's time per completion token, ms.", rich_help_panel=_SIM)] = 0.5,  # noqa: E501
+    sim_fault: Annotated[list[str] | None, typer.Option(help="Simulator fault KIND=RATE, e.g. 500=0.05 (repeatable).", rich_help_panel=_SIM)] = None,  # noqa: E501
+) -> None:
+    """Send every request in INPUT and stream each result, with its usage, to the output as it finishes."""
+    options: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("config",) and not k.startswith("sim")}
+    options["strict"] = strict or None
+    options["handle_signals"] = True
+    with ExitStack() as stack:
+        try:
+            if simulate:
+                sim = stack.enter_context(_start_simulator(sim_rpm, sim_tpm, sim_latency_ms, sim_ms_per_token,
+                                                           sim_fault or []))
+                options["base_url"] = sim.base_url
+                options["api_key"] = "sk-simulated-local-key"
+                typer.echo(f"batchchat: simulator listening on {sim.base_url}", err=True)
+            settings = build_settings(options, config_file=config)
+            summary = anyio.run(Engine(settings).run, backend_options=_backend_options())
+        except BatchchatError as error:
+            raise _fail(error) from None
+        except KeyboardInterrupt:
+            typer.echo("batchchat: interrupted before the run started; nothing was sent", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    typer.echo(summary.render())
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def validate(
+    input: Annotated[str, typer.Argument(help="JSONL file of requests, or - for standard input.")],
+    model: Annotated[str | None, typer.Option(help="Model for lines that name none.")] = None,
+    system: Annotated[str | None, typer.Option(help="System message for {\"prompt\": ...} lines.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="max_tokens for lines that set none.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Endpoint for bare bodies.")] = None,
+) -> None:
+    """Check INPUT without sending anything: every bad line (file:line: field: reason) and the token estimate."""
+    try:
+        settings = build_settings({"input": input, "model": model, "system": system, "max_tokens": max_tokens,
+                                   "endpoint": endpoint}, environ={})
+        with ExitStack() as stack:
+            path, display = open_input(settings.input, stack)
+            plan = scan(path, display, settings, set(), set())
+    except BatchchatError as error:
+        raise _fail(error) from None
+    if plan.invalid_count:
+        typer.echo(describe_invalid(plan), err=True)
+    typer.echo(f"{display}: {plan.valid:,} valid requests, {plan.invalid_count:,} invalid lines, "
+               f"about {plan.estimated_tokens:,} tokens charged up front (prompt estimate + max_tokens x n)")
+    raise typer.Exit(int(ExitCode.USAGE) if plan.invalid_count else 0)
+
+
+def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per_token: float,
+                     faults: list[str]) -> Any:
+    from batchchat.simulator import Simulator, SimulatorConfig
+
+    rates: dict[str, float] = {}
+    for fault in faults:
+        kind, sep, rate = fault.partition("=")
+        try:
+            rates[kind] = float(rate)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(f"--sim-fault must look like KIND=RATE, got {fault!r}")
+    config = SimulatorConfig(rpm=rpm, tpm=tpm, latency_ms=latency_ms, ms_per_token=ms_per_token, jitter=0.2,
+                             fault_rates=rates, api_key=Secret("sk-simulated-local-key").reveal())
+    return Simulator.in_subprocess(config)
 
 
 def main() -> None:
     """Entry point of the `batchchat` script."""
-    app()
+    app(prog_name="batchchat")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

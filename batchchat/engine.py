@@ -1,0 +1,419 @@
+"""Wire the stages of a run and own them: reader -> dispatcher -> workers -> writer.
+
+One anyio task group owns the run. The dispatcher reads the input lazily and admits one request at a time
+through the concurrency gate and the rate limiter; each admitted request gets a worker task, which sends it
+(retrying through the policy), settles its token charge and hands the result to the writer over a bounded
+memory stream. The writer is the only task that touches the output, and a result counts as done only once
+it is written. Stopping (a signal, a rejected key, a write failure) cancels dispatch at once; in-flight
+requests get a grace period to finish and be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from batchchat.config import RunSettings
+from batchchat.errors import ExitCode, OutputWriteError, UsageError
+from batchchat.jobs import InvalidLine, Job, iter_raw_lines, parse_line
+from batchchat.limiter import RateLimiter
+from batchchat.progress import Progress
+from batchchat.results import Result, ResultWriter, RunLock, compact, encode_result, load_resume_index
+from batchchat.retry import retry_after_failure
+from batchchat.secrets import Redactor
+from batchchat.summary import Counters, Summary
+from batchchat.tokens import charged_tokens, completion_cap, prompt_estimate, usage_totals
+from batchchat.transport import Fatal, Outcome, Retryable, Sender, Success, build_client
+
+DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
+_SKIP = 1
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the pre-scan of the input found: what to send, what is bad, what is already done."""
+
+    path: Path
+    display: str
+    skip: bytearray  # by line number: 1 = already done in the output, not read again
+    to_run: int = 0
+    invalid: list[InvalidLine] = field(default_factory=list)
+    invalid_count: int = 0
+    valid: int = 0
+    skipped: int = 0
+    estimated_tokens: int = 0
+    retried_ids: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+def open_input(spec: str, stack: ExitStack) -> tuple[Path, str]:
+    """Resolve the input: a readable regular file, or standard input spooled to a temporary file."""
+    if spec == "-":
+        fd, name = tempfile.mkstemp(prefix="batchchat-stdin-", suffix=".jsonl")
+        stack.callback(os.unlink, name)
+        with os.fdopen(fd, "wb") as tmp:
+            shutil.copyfileobj(sys.stdin.buffer, tmp)
+        return Path(name), "<stdin>"
+    path = Path(spec)
+    if not path.exists():
+        raise UsageError(f"input {spec} does not exist")
+    if path.is_dir():
+        raise UsageError(f"input {spec} is a directory, not a JSONL file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot read input {spec}: {exc.strerror}") from None
+    return path, spec
+
+
+def check_output(output: Path, input_path: Path | None) -> None:
+    """Raise `UsageError` when the output cannot be used."""
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.exists():
+        raise UsageError(f"output directory {parent} does not exist")
+    if output.is_dir():
+        raise UsageError(f"output {output} is a directory")
+    if input_path is not None and output.resolve() == input_path.resolve():
+        raise UsageError(f"output {output} is the input file; choose another -o")
+    if output.exists() and not os.access(output, os.W_OK):
+        raise UsageError(f"output {output} is not writable")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"output directory {parent} is not writable")
+
+
+def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed: set[str]) -> Plan:
+    """Read the whole input once: validate every line, find duplicate ids, mark lines already done."""
+    plan = Plan(path, display, bytearray())
+    seen: dict[str, int] = {}
+    duplicates: list[str] = []
+    skip = plan.skip
+    for line_no, raw in iter_raw_lines(path):
+        item = parse_line(raw, line_no, settings.defaults)
+        first = seen.setdefault(item.custom_id, line_no)
+        if first != line_no:
+            duplicates.append(f"{display}:{line_no}: custom_id: {item.custom_id!r} is also on line {first}")
+            continue
+        if item.custom_id in done:
+            if len(skip) <= line_no:
+                skip.extend(bytes(line_no + 1 - len(skip) + 1024))
+            skip[line_no] = _SKIP
+            plan.skipped += 1
+            continue
+        if item.custom_id in failed:
+            plan.retried_ids.add(item.custom_id)
+        plan.to_run += 1
+        if isinstance(item, InvalidLine):
+            plan.invalid_count += 1
+            if len(plan.invalid) < 20:
+                plan.invalid.append(item)
+        else:
+            plan.valid += 1
+            plan.estimated_tokens += prompt_estimate(item) + completion_cap(item)
+    if duplicates:
+        more = f"\n(and {len(duplicates) - 10} more)" if len(duplicates) > 10 else ""
+        raise UsageError("custom_id must be unique within a file:\n" + "\n".join(duplicates[:10]) + more)
+    if not seen:
+        raise UsageError(f"{display}: no requests (the file is empty or has only blank lines)")
+    return plan
+
+
+def describe_invalid(plan: Plan) -> str:
+    """The invalid lines of a plan, one per line, for a person."""
+    lines = [bad.describe(plan.display) for bad in plan.invalid]
+    if plan.invalid_count > len(plan.invalid):
+        lines.append(f"(and {plan.invalid_count - len(plan.invalid)} more invalid lines)")
+    return "\n".join(lines)
+
+
+class Engine:
+    """One run of one job file. `run()` returns the summary; it raises only `BatchchatError`s."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.counters = Counters()
+        self._client = client
+        self._on_result = on_result
+        self._echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
+        self._redact = Redactor(settings.endpoint.api_key)
+        self._limiter = RateLimiter(settings.rpm, settings.tpm, settings.burst_seconds)
+        self._slots = asyncio.Semaphore(settings.concurrency)  # asyncio's: 8x cheaper than anyio's here
+        self._stop_reason: str | None = None
+        self._exit_code = ExitCode.OK
+        self._dispatch_scope: anyio.CancelScope | None = None
+        self._workers_scope: anyio.CancelScope | None = None
+        self._task_group: Any = None
+        self._line_prefix = "batch_req_" + os.urandom(6).hex()
+        self._line_seq = 0
+
+    async def run(self) -> Summary:
+        """Prepare, run every request, and return the summary."""
+        with ExitStack() as stack:
+            path, display = open_input(self.settings.input, stack)
+            output = self.settings.output_path()
+            check_output(output, None if self.settings.input == "-" else path)
+            lock = RunLock(output)
+            lock.acquire()
+            stack.callback(lock.release)
+            index = load_resume_index(output)
+            if index.repair:
+                self._echo(f"batchchat: {index.repair}")
+            plan = scan(path, display, self.settings, index.done, index.failed)
+            self._check_plan(plan)
+            self.counters.total = plan.to_run
+            self.counters.skipped = plan.skipped
+            if plan.skipped:
+                self._echo(f"batchchat: resuming: {plan.skipped:,} requests already done in {output}, "
+                           f"{plan.to_run:,} to go")
+            writer = ResultWriter(output)
+            writer.open()
+            stack.callback(writer.close)
+            progress = Progress(self.counters, self.settings.progress, self.settings.log_interval)
+            try:
+                await self._execute(plan, writer, progress)
+            except* OutputWriteError as group:
+                self._exit_code = ExitCode.OUTPUT
+                self._stop_reason = str(group.exceptions[0])
+            finally:
+                progress.close()
+            writer.close()
+            if plan.retried_ids and self._exit_code != ExitCode.OUTPUT:
+                compact(output, plan.retried_ids)
+            return self._summary(display, output)
+
+    def _check_plan(self, plan: Plan) -> None:
+        if plan.invalid_count and (self.settings.strict or plan.valid == 0):
+            why = "--strict is set" if self.settings.strict else "no line is valid"
+            raise UsageError(f"{plan.invalid_count:,} invalid lines ({why}); nothing was sent:\n"
+                             + describe_invalid(plan))
+        if plan.invalid_count:
+            self._echo(f"batchchat: {plan.invalid_count:,} invalid lines will get an error line in the output:\n"
+                       + describe_invalid(plan))
+
+    def _summary(self, display: str, output: Path) -> Summary:
+        code = self._exit_code
+        if code == ExitCode.OK and (self.counters.failed or self.counters.done < self.counters.total):
+            code = ExitCode.FAILURES
+        summary = Summary.from_counters(self.counters, display, str(output), int(code), self._stop_reason)
+        if self.settings.summary_json:
+            try:
+                self.settings.summary_json.write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
+            except OSError as exc:
+                self._echo(f"batchchat: cannot write summary {self.settings.summary_json}: {exc.strerror}")
+        return summary
+
+    # -- the stages ------------------------------------------------------------------------------------
+
+    async def _execute(self, plan: Plan, writer: ResultWriter, progress: Progress) -> None:
+        buffer = max(256, self.settings.concurrency * 2)
+        send, receive = anyio.create_memory_object_stream[Result](buffer)
+        writer_done = anyio.Event()
+        client = self._client or build_client(self.settings.endpoint, self.settings.concurrency)
+        try:
+            sender = Sender(client, self.settings.endpoint, self._redact)
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                tg.start_soon(self._write_loop, receive, writer, writer_done)
+                tg.start_soon(progress.run)
+                if self.settings.handle_signals:
+                    tg.start_soon(self._watch_signals)
+                try:
+                    async with anyio.create_task_group() as workers:
+                        self._workers_scope = workers.cancel_scope
+                        self._dispatch_scope = anyio.CancelScope()
+                        with self._dispatch_scope:
+                            await self._dispatch(plan, workers, sender, send)
+                finally:
+                    send.close()
+                with anyio.CancelScope(shield=True):
+                    await writer_done.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            if self._client is None:
+                with anyio.CancelScope(shield=True):
+                    await client.aclose()
+
+    async def _dispatch(self, plan: Plan, workers: Any, sender: Sender, results: Any) -> None:
+        settings = self.settings
+        skip = plan.skip
+        for line_no, raw in iter_raw_lines(plan.path):
+            if line_no < len(skip) and skip[line_no]:
+                continue
+            item = parse_line(raw, line_no, settings.defaults)
+            if isinstance(item, InvalidLine):
+                await _hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
+                                                 error_message=item.describe(plan.display)))
+                continue
+            prompt = prompt_estimate(item)
+            cost = prompt + completion_cap(item)
+            if settings.tpm and cost > settings.tpm:
+                await _hand_over(results, Result(
+                    item.custom_id, line_no, error_code="request_too_large", metadata=item.metadata,
+                    error_message=f"the request is estimated at {cost:,} tokens (prompt + max_tokens x n), "
+                                  f"more than the whole --tpm budget of {settings.tpm:,.0f}"))
+                continue
+            await self._slots.acquire()
+            self.counters.in_flight += 1
+            try:
+                await self._limiter.acquire(cost)
+            except BaseException:
+                self._slots.release()
+                self.counters.in_flight -= 1
+                raise
+            workers.start_soon(self._work, item, prompt, cost, sender, results)
+
+    async def _work(self, job: Job, prompt: int, cost: int, sender: Sender, results: Any) -> None:
+        started = time.monotonic()
+        content = orjson.dumps(job.body)
+        attempts = 0
+
+        async def attempt() -> Outcome:
+            nonlocal attempts
+            if attempts:
+                self.counters.retries += 1
+                await self._limiter.acquire(cost)
+            attempts += 1
+            self.counters.attempts += 1
+            outcome = await sender.send(job.url, content)
+            if isinstance(outcome, Retryable) and outcome.status == 429:
+                self.counters.rate_limited += 1
+                self._limiter.pause(outcome.retry_after if outcome.retry_after is not None
+                                    else DEFAULT_429_COOLDOWN)
+            return outcome
+
+        try:
+            outcome = await attempt()
+            if isinstance(outcome, Retryable):
+                outcome = await retry_after_failure(outcome, attempt, self.settings.retry,
+                                                    time.monotonic() - started)
+            if isinstance(outcome, Fatal):
+                self._fatal(outcome)
+                return
+            result = self._result(job, outcome, attempts, time.monotonic() - started, prompt)
+            await _hand_over(results, result)
+        finally:
+            self._slots.release()
+            self.counters.in_flight -= 1
+
+    def _result(self, job: Job, outcome: Outcome, attempts: int, latency: float, prompt: int) -> Result:
+        if isinstance(outcome, Success):
+            usage = outcome.body.get("usage")
+            real_prompt = charged_tokens(usage)
+            if real_prompt is not None:
+                self._limiter.settle(real_prompt - prompt)
+            return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
+                          attempts=attempts, latency=latency, usage=usage if isinstance(usage, dict) else None,
+                          metadata=job.metadata)
+        assert not isinstance(outcome, Fatal)
+        message = outcome.message
+        if isinstance(outcome, Retryable):
+            message = f"gave up after {attempts} attempts: {message}"
+        return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
+                      error_code=outcome.reason, error_message=message, attempts=attempts, latency=latency,
+                      metadata=job.metadata)
+
+    async def _write_loop(self, receive: Any, writer: ResultWriter, done: anyio.Event) -> None:
+        try:
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    while len(batch) < 1024:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    data = b"".join([encode_result(r, self._next_line_id()) for r in batch])
+                    writer.write(data, time.monotonic())
+                    for result in batch:
+                        self._count(result)
+        except OutputWriteError:
+            self._stop("", grace=None)
+            raise
+        finally:
+            done.set()
+
+    def _count(self, result: Result) -> None:
+        counters = self.counters
+        if result.ok:
+            counters.succeeded += 1
+            prompt, completion = usage_totals(result.usage)
+            counters.prompt_tokens += prompt
+            counters.completion_tokens += completion
+            counters.latencies.append(result.latency)
+        else:
+            counters.failed += 1
+            counters.errors[result.error_code or "error"] += 1
+        if self._on_result is not None:
+            self._on_result(orjson.loads(encode_result(result, "")))
+
+    def _next_line_id(self) -> str:
+        self._line_seq += 1
+        return f"{self._line_prefix}{self._line_seq:08x}"
+
+    # -- stopping --------------------------------------------------------------------------------------
+
+    def _stop(self, reason: str, grace: float | None) -> None:
+        """Stop dispatching now; give in-flight requests `grace` seconds (None: cancel them now)."""
+        if self._stop_reason is None and reason:
+            self._stop_reason = reason
+        if self._dispatch_scope is not None:
+            self._dispatch_scope.cancel()
+        if self._workers_scope is None:
+            return
+        if grace is None:
+            self._workers_scope.cancel()
+        elif self._task_group is not None:
+            self._task_group.start_soon(self._cancel_workers_after, grace)
+
+    async def _cancel_workers_after(self, grace: float) -> None:
+        await anyio.sleep(grace)
+        if self._workers_scope is not None:
+            self._workers_scope.cancel()
+
+    def _fatal(self, outcome: Fatal) -> None:
+        if self._exit_code != ExitCode.FATAL:
+            self._exit_code = ExitCode.FATAL
+            self._echo(f"batchchat: stopping: {outcome.message}")
+            self._stop(outcome.message, grace=self.settings.grace)
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self._exit_code != ExitCode.INTERRUPTED:
+                    self._exit_code = ExitCode.INTERRUPTED
+                    self._echo(f"batchchat: {name}: stopping; waiting up to {self.settings.grace:g} s for "
+                               f"{self.counters.in_flight} requests in flight (again to stop at once)")
+                    self._stop(f"interrupted by {name}; rerun the same command to resume", self.settings.grace)
+                else:
+                    self._echo(f"batchchat: {name} again: stopping now")
+                    self._stop("", grace=None)
+
+
+async def _hand_over(results: Any, result: Result) -> None:
+    """Give a result to the writer; shielded, so a result that was paid for is not dropped by a cancel."""
+    # a BrokenResourceError means the writer has failed: the run is stopping and the result cannot be recorded
+    with anyio.CancelScope(shield=True), contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await results.send(result)

@@ -1,0 +1,46 @@
+"""Exit codes and the exceptions that map to them."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The documented exit codes of `batchchat run` (see the README)."""
+
+    OK = 0  # every request succeeded
+    FAILURES = 1  # some requests failed; their output lines say why
+    USAGE = 2  # usage or input error: nothing was sent
+    FATAL = 3  # fatal endpoint error (bad key, forbidden): the run stopped early
+    OUTPUT = 4  # the output could not be used: locked by another run, or a write failed mid-run
+    INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM: a rerun resumes
+
+
+class BatchchatError(Exception):
+    """Base of the errors that end a run with a one-line message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+
+class UsageError(BatchchatError):
+    """Bad flags, a bad input file or a bad output path: nothing was sent."""
+
+    exit_code = ExitCode.USAGE
+
+
+class OutputLockedError(BatchchatError):
+    """Another run holds the output's lock."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+class OutputWriteError(BatchchatError):
+    """The output could not be written mid-run (disk full, file removed or read-only)."""
+
+    exit_code = ExitCode.OUTPUT
+
+
+class FatalEndpointError(BatchchatError):
+    """The endpoint refused the key (401/403) or does not exist: no further request can succeed."""
+
+    exit_code = ExitCode.FATAL
