@@ -29,12 +29,8 @@ def parse_faults(specs: list[str]) -> dict[str, float]:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 = a free port).")] = 8000,
-    rpm: Annotated[
-        int | None, typer.Option(help="Requests per minute per API key (default: no limit).")
-    ] = None,
-    tpm: Annotated[
-        int | None, typer.Option(help="Tokens per minute per API key (default: no limit).")
-    ] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute per API key (default: no limit).")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute per API key (default: no limit).")] = None,
     limit_window: Annotated[
         float, typer.Option(help="Seconds of the per-minute limits a burst may use (OpenAI: ~1 s).")
     ] = 1.0,
@@ -42,9 +38,7 @@ def serve(
         bool,
         typer.Option("--rate-limit-headers/--no-rate-limit-headers", help="Send x-ratelimit-* headers."),
     ] = True,
-    api_key: Annotated[
-        str | None, typer.Option(help="Require this key (Bearer or api-key header); else 401.")
-    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="Require this key (Bearer or api-key header); else 401.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for answer lengths, latency jitter and faults.")] = 0,
     latency_ms: Annotated[float, typer.Option(help="Time to first token, in ms.")] = 0.0,
     latency_max_ms: Annotated[

@@ -66,8 +66,7 @@ def _positive_int(body: dict[str, Any], param: str) -> int | None:
         raise _wrong_type(param, "an integer", value)
     if value < 1:
         raise InvalidRequest(
-            f"Invalid '{param}': integer below minimum value. "
-            f"Expected a value >= 1, but got {value} instead.",
+            f"Invalid '{param}': integer below minimum value. Expected a value >= 1, but got {value} instead.",
             param,
             "integer_below_min_value",
         )
@@ -109,8 +108,7 @@ def check_chat(body: dict[str, Any]) -> list[dict[str, Any]]:
         raise _wrong_type("messages", "an array of objects", messages)
     if not messages:
         raise InvalidRequest(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
-            "but got an empty array instead.",
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
             "messages",
             "empty_array",
         )
@@ -141,8 +139,7 @@ def check_items(body: dict[str, Any], param: str) -> Any:
         raise _wrong_type(param, "a string or an array", data)
     if not data:
         raise InvalidRequest(
-            f"Invalid '{param}': empty array. Expected an array with minimum length 1, "
-            "but got an empty array instead.",
+            f"Invalid '{param}': empty array. Expected an array with minimum length 1, but got an empty array instead.",
             param,
             "empty_array",
         )
@@ -199,9 +196,7 @@ def chat_body(rid: str, created: int, model: str, counts: list[int], cap: int, p
     }
 
 
-def completion_body(
-    rid: str, created: int, model: str, counts: list[int], cap: int, prompt: int
-) -> dict[str, Any]:
+def completion_body(rid: str, created: int, model: str, counts: list[int], cap: int, prompt: int) -> dict[str, Any]:
     """A text_completion object with one choice per entry of `counts`."""
     choices = [
         {
@@ -263,9 +258,7 @@ def embedding_vector(seed: int, item: Any, dims: int) -> list[float]:
     return [round(v / norm, 6) for v in values]
 
 
-def embeddings_body(
-    seed: int, model: str, data: Any, dims: int, prompt: int, base64_format: bool
-) -> dict[str, Any]:
+def embeddings_body(seed: int, model: str, data: Any, dims: int, prompt: int, base64_format: bool) -> dict[str, Any]:
     """An embeddings `list` object, one vector per input item."""
     items = [data] if isinstance(data, str) or (data and isinstance(data[0], int)) else data
     rows = []
@@ -287,8 +280,6 @@ def models_body(created: int) -> bytes:
     return orjson.dumps(
         {
             "object": "list",
-            "data": [
-                {"id": m, "object": "model", "created": created, "owned_by": "batchchat"} for m in MODELS
-            ],
+            "data": [{"id": m, "object": "model", "created": created, "owned_by": "batchchat"} for m in MODELS],
         }
     )

@@ -146,9 +146,7 @@ class Simulator:
     # ---- in a child process -----------------------------------------------------------------
 
     @classmethod
-    def in_subprocess(
-        cls, config: SimulatorConfig, cpu: int | None = None, timeout: float = 15.0
-    ) -> Simulator:
+    def in_subprocess(cls, config: SimulatorConfig, cpu: int | None = None, timeout: float = 15.0) -> Simulator:
         """Start `python -m batchchat.simulator` with `config`'s flags, optionally pinned to `cpu`."""
         sim = cls()
         cmd = [sys.executable, "-m", "batchchat.simulator", *config_to_args(config)]

@@ -91,9 +91,7 @@ class SimulatorApp:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.clock: Callable[[], float] = config.clock
-        self.limiter = Limiter(
-            config.rpm, config.tpm, config.limit_window, config.clock, config.rate_limit_headers
-        )
+        self.limiter = Limiter(config.rpm, config.tpm, config.limit_window, config.clock, config.rate_limit_headers)
         self.faults = FaultPlan(config.seed, config.fault_rates, config.fault_sequence)
         self.stats = Stats(config.clock)
         self.rng = random.Random(config.seed)
@@ -403,6 +401,10 @@ def _head(status: int, body: bytes, headers: bytes, ctype: bytes, keep_alive: bo
     )
 
 
+# method, url, headers, body, keep-alive, counted in in_flight
+_Request = tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, bool, bool]
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: parse, answer in order (pipelining), apply delays and faults."""
 
@@ -430,7 +432,7 @@ class _Connection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
-        self.queue: deque[tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, bool]] = deque()
+        self.queue: deque[_Request] = deque()
         self.busy = False
         self.timer: asyncio.TimerHandle | None = None
         self.outstanding = 0
@@ -477,17 +479,20 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        stats = self.app.stats
-        stats.in_flight += 1
-        if stats.in_flight > stats.max_in_flight:
-            stats.max_in_flight = stats.in_flight
-        self.outstanding += 1
+        counted = not self.url.startswith((b"/stats", b"/health"))
+        if counted:
+            stats = self.app.stats
+            stats.in_flight += 1
+            if stats.in_flight > stats.max_in_flight:
+                stats.max_in_flight = stats.in_flight
+            self.outstanding += 1
         request = (
             self.parser.get_method(),
             self.url,
             self.headers,
             b"".join(self.body),
             self.parser.should_keep_alive(),
+            counted,
         )
         if self.busy:
             self.queue.append(request)
@@ -495,16 +500,16 @@ class _Connection(asyncio.Protocol):
             self._process(request)
 
     # answering
-    def _process(self, request: tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, bool]) -> None:
-        method, url, headers, body, keep_alive = request
+    def _process(self, request: _Request) -> None:
+        method, url, headers, body, keep_alive, counted = request
         reply = self.app.handle(method, url, headers, body)
         action = reply.action
         if action == NORMAL:
             if reply.delay > 0:
                 self.busy = True
-                self.timer = self.loop.call_later(reply.delay, self._send_later, reply, keep_alive)
+                self.timer = self.loop.call_later(reply.delay, self._send_later, reply, keep_alive, counted)
             else:
-                self._send(reply, keep_alive)
+                self._send(reply, keep_alive, counted)
         elif action == HANG:
             self.busy = True  # keep reading (to notice a close), never answer
         elif action == DROP:
@@ -514,20 +519,21 @@ class _Connection(asyncio.Protocol):
             self.transport.write(_head(reply.status, reply.body, reply.headers, reply.ctype, False) + half)
             self._close()
 
-    def _send(self, reply: Reply, keep_alive: bool) -> None:
+    def _send(self, reply: Reply, keep_alive: bool, counted: bool) -> None:
         transport = self.transport
         if transport is None:
             return
-        self.outstanding -= 1
-        self.app.stats.in_flight -= 1
+        if counted:
+            self.outstanding -= 1
+            self.app.stats.in_flight -= 1
         transport.write(_head(reply.status, reply.body, reply.headers, reply.ctype, keep_alive) + reply.body)
         if not keep_alive:
             self._close()
 
-    def _send_later(self, reply: Reply, keep_alive: bool) -> None:
+    def _send_later(self, reply: Reply, keep_alive: bool, counted: bool) -> None:
         self.timer = None
         self.busy = False
-        self._send(reply, keep_alive)
+        self._send(reply, keep_alive, counted)
         while self.queue and not self.busy and self.transport is not None:
             self._process(self.queue.popleft())
 
