@@ -40,7 +40,7 @@ class RunSettings:
     progress: str = "auto"
     log_interval: float | None = None
     summary_json: Path | None = None
-    burst_seconds: float = 1.0
+    burst_seconds: float = 0.5  # half of a one-second server window: room for arrival jitter
     handle_signals: bool = False
 
     def output_path(self) -> Path:

@@ -299,8 +299,8 @@ class Engine:
             outcome = await sender.send(job.url, content)
             if isinstance(outcome, Retryable) and outcome.status == 429:
                 self.counters.rate_limited += 1
-                self._limiter.pause(outcome.retry_after if outcome.retry_after is not None
-                                    else DEFAULT_429_COOLDOWN)
+                wait = outcome.retry_after if outcome.retry_after is not None else DEFAULT_429_COOLDOWN
+                self._limiter.pause(min(wait, self.settings.retry.max_wait))
             return outcome
 
         try:

@@ -34,7 +34,11 @@ class _Bucket(AsyncLimiter):
 
 
 class RateLimiter:
-    """Gate for every attempt: wait out any cooldown, then one request and its tokens."""
+    """Gate for every attempt: wait out any cooldown, then one request and its tokens.
+
+    Keep `burst_seconds` below the server's enforcement window (OpenAI and the simulator: about a second)
+    so that jitter between our send and its arrival never pushes the server over.
+    """
 
     __slots__ = ("_cooldown_until", "_requests", "_tokens", "rpm", "tpm")
 

@@ -173,12 +173,12 @@ def load_resume_index(path: Path) -> ResumeIndex:
                 index.failed.discard(custom_id)
             elif custom_id not in index.done:
                 index.failed.add(custom_id)
-            if not complete:
+            if not complete:  # whole JSON, only the newline is missing: keep it
                 index.repair = f"{path}: added the missing newline after the last line"
-                _append_newline(path)
-                good_end += 1
-                size += 1
-    if good_end < size:
+                break
+    if index.repair and good_end == size:
+        _append_newline(path)
+    elif good_end < size:
         with path.open("r+b") as handle:
             handle.truncate(good_end)
         index.repair = f"{path}: removed a torn last line ({size - good_end} bytes) left by an interrupted run"
