@@ -1,0 +1,107 @@
+"""The command line as a user calls it: in-process with typer's runner, and as a real process for stdin."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+from helpers import TEST_KEY, chat_lines, read_output, write_jobs
+from typer.testing import CliRunner
+
+from batchchat.cli import app
+from batchchat.simulator import Simulator
+
+runner = CliRunner()
+
+
+def cli(*args: str, key: str | None = TEST_KEY, **env: str):  # type: ignore[no-untyped-def]
+    environ = {"OPENAI_API_KEY": key} if key else {}
+    environ.update(env)
+    return runner.invoke(app, list(args), env=environ)
+
+
+def test_run_prints_the_summary_and_exits_0(tmp_path: Path, sim: Simulator) -> None:
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(12))
+    result = cli("run", str(src), "--base-url", sim.base_url, "--progress", "off")
+    assert result.exit_code == 0, result.output
+    assert "12 succeeded, 0 failed" in result.stdout and "latency" in result.stdout
+    assert len(read_output(tmp_path / "in.results.jsonl")) == 12
+
+
+def test_progress_log_lines_when_not_on_a_terminal(tmp_path: Path, simulator) -> None:  # type: ignore[no-untyped-def]
+    sim = simulator(latency_ms=30)
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(40))
+    result = cli("run", str(src), "--base-url", sim.base_url, "-c", "4", "--log-interval", "0.05")
+    assert result.exit_code == 0
+    lines = [line for line in result.stderr.splitlines() if " batchchat: " in line and "done (" in line]
+    assert len(lines) >= 2
+    assert "req/s" in lines[-1] and "tok/min" in lines[-1] and "ETA" in lines[-1] and "retries" in lines[-1]
+
+
+def test_environment_and_flag_precedence_for_the_base_url(tmp_path: Path, sim: Simulator) -> None:
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(2))
+    result = cli("run", str(src), "--progress", "off", OPENAI_BASE_URL=sim.base_url)
+    assert result.exit_code == 0, result.output
+    config = tmp_path / "batchchat.toml"
+    config.write_text('base-url = "http://127.0.0.1:9/v1"\nconcurrency = 3\n')
+    result = cli("run", str(src), "--config", str(config), "--base-url", sim.base_url, "--progress", "off",
+                 "-o", str(tmp_path / "o2.jsonl"))
+    assert result.exit_code == 0, result.output
+
+
+def test_api_key_env_names_the_variable(tmp_path: Path, simulator) -> None:  # type: ignore[no-untyped-def]
+    sim = simulator(api_key="sk-right-key-12345")
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(3))
+    ok = cli("run", str(src), "--base-url", sim.base_url, "--api-key-env", "TEAM_KEY", "--progress", "off",
+             key=None, TEAM_KEY="sk-right-key-12345")
+    assert ok.exit_code == 0, ok.output
+    wrong = cli("run", str(src), "--base-url", sim.base_url, "--api-key-env", "TEAM_KEY", "--progress", "off",
+                "-o", str(tmp_path / "o.jsonl"), key=None, TEAM_KEY="sk-wrong-key-999999")
+    assert wrong.exit_code == 3
+    assert "TEAM_KEY" in wrong.stderr and "sk-wrong-key-999999" not in wrong.output
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path: Path) -> None:
+    for args, words in [
+        (("run", str(tmp_path / "missing.jsonl")), "does not exist"),
+        (("run", str(tmp_path)), "is a directory"),
+        (("run", "x.jsonl", "--concurrency", "0"), "--concurrency must be at least 1"),
+        (("run", "x.jsonl", "--rpm", "-5"), "--rpm must be a positive number"),
+        (("run", "x.jsonl", "--bogus"), "No such option"),
+    ]:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert words in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_validate_reports_every_bad_line_and_the_estimate(tmp_path: Path) -> None:
+    src = write_jobs(tmp_path / "in.jsonl", [*chat_lines(3), "{bad", {"model": "m"}, {"prompt": "x"}])
+    result = cli("validate", str(src), "--model", "m")
+    assert result.exit_code == 2
+    assert f"{src}:4: not valid JSON" in result.stderr and f"{src}:5: messages: missing" in result.stderr
+    assert "4 valid requests, 2 invalid lines" in result.stdout and "tokens" in result.stdout
+    good = write_jobs(tmp_path / "good.jsonl", chat_lines(3))
+    assert cli("validate", str(good)).exit_code == 0
+
+
+def test_stdin_input_as_a_real_process(tmp_path: Path, sim: Simulator) -> None:
+    payload = b"".join(orjson.dumps(line) + b"\n" for line in chat_lines(5))
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "OPENAI_API_KEY": TEST_KEY}
+    proc = subprocess.run([sys.executable, "-m", "batchchat", "run", "-", "-o", str(out), "--base-url",
+                           sim.base_url, "--progress", "off"], input=payload, capture_output=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert sorted(x["custom_id"] for x in read_output(out)) == [f"r{i}" for i in range(5)]
+    assert b"<stdin>" in proc.stdout
+
+
+def test_help_lists_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "validate", "serve"):
+        assert command in result.stdout
