@@ -56,6 +56,7 @@ def run(
     backoff_base: Annotated[float | None, typer.Option(help="First retry backoff, seconds; doubles per retry, with jitter [0.5].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     backoff_max: Annotated[float | None, typer.Option(help="Longest backoff, seconds [8].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     max_wait: Annotated[float | None, typer.Option(help="Cap on any one wait between attempts, a server's Retry-After included [60].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    adapt: Annotated[str | None, typer.Option(help="auto: with no --rpm/--tpm, learn the limits from the server's x-ratelimit headers, and adapt the requests in flight (up to --concurrency) to a server that sends none; on: always adapt concurrency; off: exactly the limits given [auto].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     grace: Annotated[float | None, typer.Option(help="After Ctrl-C/SIGTERM or a rejected key, seconds in-flight requests get to finish [30].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     model: Annotated[str | None, typer.Option(help="Model for lines that name none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
     system: Annotated[str | None, typer.Option(help="System message for {\"prompt\": ...} lines.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501

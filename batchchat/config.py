@@ -21,6 +21,7 @@ from batchchat.transport import EndpointConfig
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PROGRESS_MODES = ("auto", "bar", "log", "off")
+ADAPT_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class RunSettings:
     progress: str = "auto"
     log_interval: float | None = None
     summary_json: Path | None = None
+    adapt: str = "auto"  # auto: learn limits from headers, adapt concurrency without them; on; off
     burst_seconds: float = 0.5  # half of a one-second server window: room for arrival jitter
     handle_signals: bool = False
 
@@ -68,6 +70,8 @@ class RunSettings:
             raise UsageError(f"--grace must be 0 or more, got {self.grace:g}")
         if self.endpoint.read_timeout <= 0 or self.endpoint.connect_timeout <= 0:
             raise UsageError("--timeout and --connect-timeout must be positive")
+        if self.adapt not in ADAPT_MODES:
+            raise UsageError(f"--adapt must be one of {', '.join(ADAPT_MODES)}, got {self.adapt!r}")
         if self.progress not in PROGRESS_MODES:
             raise UsageError(f"--progress must be one of {', '.join(PROGRESS_MODES)}, got {self.progress!r}")
         if self.defaults.endpoint is not None and self.defaults.endpoint not in ENDPOINTS:
@@ -146,6 +150,7 @@ def build_settings(
         retry=retry,
         grace=float(pick("grace", 30.0)),
         strict=bool(pick("strict", False)),
+        adapt=pick("adapt", "auto"),
         progress=pick("progress", "auto"),
         log_interval=pick("log_interval"),
         summary_json=Path(summary_json) if summary_json else None,

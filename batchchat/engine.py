@@ -10,7 +10,6 @@ requests get a grace period to finish and be written.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -28,8 +27,10 @@ import anyio
 import httpx
 import orjson
 
+from batchchat.adaptive import AimdController, ConcurrencyGate
 from batchchat.config import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, UsageError
+from batchchat.headers import RateLimitHeaders
 from batchchat.jobs import InvalidLine, Job, iter_raw_lines, parse_line
 from batchchat.limiter import RateLimiter
 from batchchat.progress import Progress
@@ -37,7 +38,7 @@ from batchchat.results import Result, ResultWriter, RunLock, compact, encode_res
 from batchchat.retry import retry_after_failure
 from batchchat.secrets import Redactor
 from batchchat.summary import Counters, Summary
-from batchchat.tokens import charged_tokens, completion_cap, prompt_estimate, usage_totals
+from batchchat.tokens import PromptEstimator, charged_tokens, completion_cap, prompt_estimate, usage_totals
 from batchchat.transport import Fatal, Outcome, Retryable, Sender, Success, build_client
 
 DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
@@ -91,7 +92,8 @@ def check_output(output: Path, input_path: Path | None) -> None:
         raise UsageError(f"output {output} is a directory")
     if input_path is not None and output.resolve() == input_path.resolve():
         raise UsageError(f"output {output} is the input file; choose another -o")
-    if output.exists() and not os.access(output, os.W_OK):
+    # no write bit at all is "not writable" even for root, as the writer judges it mid-run
+    if output.exists() and (not os.access(output, os.W_OK) or not output.stat().st_mode & 0o222):
         raise UsageError(f"output {output} is not writable")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"output directory {parent} is not writable")
@@ -158,8 +160,10 @@ class Engine:
         self._on_result = on_result
         self._echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self._redact = Redactor(settings.endpoint.api_key)
-        self._limiter = RateLimiter(settings.rpm, settings.tpm, settings.burst_seconds)
-        self._slots = asyncio.Semaphore(settings.concurrency)  # asyncio's: 8x cheaper than anyio's here
+        self._limiter = RateLimiter(settings.rpm, settings.tpm, settings.burst_seconds, auto=settings.adapt != "off")
+        self._slots = ConcurrencyGate(settings.concurrency)
+        self._aimd = AimdController(self._slots, settings.concurrency) if settings.adapt == "on" else None
+        self._estimator = PromptEstimator()
         self._stop_reason: str | None = None
         self._exit_code = ExitCode.OK
         self._dispatch_scope: anyio.CancelScope | None = None
@@ -196,6 +200,7 @@ class Engine:
             except* OutputWriteError as group:
                 self._exit_code = ExitCode.OUTPUT
                 self._stop_reason = str(group.exceptions[0])
+                self._echo(f"batchchat: error: {self._stop_reason}; stopped (a rerun resumes)")
             finally:
                 progress.close()
             writer.close()
@@ -266,7 +271,7 @@ class Engine:
                 await _hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
                                                  error_message=item.describe(plan.display)))
                 continue
-            prompt = prompt_estimate(item)
+            prompt = self._estimator.estimate(item)
             cost = prompt + completion_cap(item)
             if settings.tpm and cost > settings.tpm:
                 await _hand_over(results, Result(
@@ -296,7 +301,9 @@ class Engine:
                 await self._limiter.acquire(cost)
             attempts += 1
             self.counters.attempts += 1
+            sent_at = time.monotonic()
             outcome = await sender.send(job.url, content)
+            self._observe(outcome, time.monotonic() - sent_at)
             if isinstance(outcome, Retryable) and outcome.status == 429:
                 self.counters.rate_limited += 1
                 wait = outcome.retry_after if outcome.retry_after is not None else DEFAULT_429_COOLDOWN
@@ -323,6 +330,9 @@ class Engine:
             real_prompt = charged_tokens(usage)
             if real_prompt is not None:
                 self._limiter.settle(real_prompt - prompt)
+                self._estimator.learn(job, real_prompt)
+                self.counters.estimated_prompt_tokens += prompt
+                self.counters.estimated_prompt_actual += real_prompt
             return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
                           attempts=attempts, latency=latency, usage=usage if isinstance(usage, dict) else None,
                           metadata=job.metadata)
@@ -367,6 +377,23 @@ class Engine:
             counters.errors[result.error_code or "error"] += 1
         if self._on_result is not None:
             self._on_result(orjson.loads(encode_result(result, "")))
+
+    def _observe(self, outcome: Outcome, latency: float) -> None:
+        """Feed one answer to the limiter (rate-limit headers) and to the concurrency controller."""
+        answered = isinstance(outcome, Success | Retryable) and outcome.status is not None
+        headers = outcome.headers if answered else None  # type: ignore[union-attr]
+        self._limiter.observe(outcome.status if answered else None,  # type: ignore[union-attr]
+                              RateLimitHeaders.parse(headers) if headers is not None else None)
+        if self._aimd is None:
+            if self.settings.adapt != "auto" or self._limiter.headers_seen is not False:
+                return
+            if self.settings.rpm or self.settings.tpm:
+                return
+            self._aimd = AimdController(self._slots, self.settings.concurrency)  # a server with no limits
+        if isinstance(outcome, Success):
+            self._aimd.on_success(latency)
+        elif isinstance(outcome, Retryable) and (outcome.status in (429, 503) or outcome.reason == "timeout"):
+            self._aimd.on_overload()
 
     def _next_line_id(self) -> str:
         self._line_seq += 1

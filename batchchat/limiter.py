@@ -5,6 +5,12 @@ at its rate instead of with a minute-sized burst. A request is charged its estim
 sent; `settle` charges or refunds the difference once the real usage is known. A request larger than the
 bucket is let through when the bucket is empty and leaves the rest as debt, so it is neither starved nor
 rejected. `pause` makes every caller wait (a 429 slows the whole run, not one request).
+
+`observe` keeps the budgets in step with the server's `x-ratelimit-*` headers: with no limit given
+(`auto`), the first answer's limits become the budgets (one request probes, the rest wait for it); on
+every answer, when the server says more of the budget is spent than this client spent (another client
+on the same key), the difference is charged here at once. Headers never raise a budget above the
+configured one.
 """
 
 from __future__ import annotations
@@ -13,6 +19,10 @@ import time
 
 import anyio
 from aiolimiter import AsyncLimiter
+
+from batchchat.headers import RateLimitHeaders
+
+PROBE_PATIENCE = 5.0  # seconds the first request of an auto-mode run is waited for alone
 
 
 class _Bucket(AsyncLimiter):
@@ -27,6 +37,19 @@ class _Bucket(AsyncLimiter):
         if amount < 0:
             self._wake_next()
 
+    def spent(self) -> float:
+        """What the bucket holds now: spent and not yet leaked."""
+        self._leak()
+        return self._level
+
+    def retune(self, max_rate: float, period: float) -> None:
+        """Change capacity and rate, keeping what is spent."""
+        self._leak()
+        self.max_rate = max_rate
+        self.time_period = period
+        self._rate_per_sec = max_rate / period
+        self._wake_next()
+
     def fill(self) -> None:
         """Mark the bucket full, so traffic resumes at the paced rate rather than in a burst."""
         self._leak()
@@ -40,17 +63,41 @@ class RateLimiter:
     so that jitter between our send and its arrival never pushes the server over.
     """
 
-    __slots__ = ("_cooldown_until", "_requests", "_tokens", "rpm", "tpm")
+    __slots__ = (
+        "_burst",
+        "_configured_rpm",
+        "_configured_tpm",
+        "_cooldown_until",
+        "_learned",
+        "_probing",
+        "_requests",
+        "_tokens",
+        "auto",
+        "headers_seen",
+        "rpm",
+        "tpm",
+    )
 
-    def __init__(self, rpm: float | None = None, tpm: float | None = None, burst_seconds: float = 1.0) -> None:
+    def __init__(
+        self, rpm: float | None = None, tpm: float | None = None, burst_seconds: float = 1.0, auto: bool = False
+    ) -> None:
         self.rpm = rpm
         self.tpm = tpm
+        self._configured_rpm = rpm
+        self._configured_tpm = tpm
+        self._burst = burst_seconds
         self._requests = _bucket(rpm, burst_seconds)
         self._tokens = _bucket(tpm, burst_seconds)
         self._cooldown_until = 0.0
+        self.auto = auto and not rpm and not tpm
+        self.headers_seen: bool | None = None  # None until the first HTTP answer says
+        self._probing = False
+        self._learned: anyio.Event | None = None
 
     async def acquire(self, tokens: int) -> None:
         """Wait until one request of `tokens` estimated tokens may be sent, and charge it."""
+        if self.auto and self.headers_seen is None:
+            await self._probe_first()
         await self._wait_cooldown()
         if self._requests is not None:
             await self._requests.acquire(1)
@@ -77,6 +124,61 @@ class RateLimiter:
                 if bucket is not None:
                     bucket.fill()
 
+    def observe(self, status: int | None, headers: RateLimitHeaders | None) -> None:
+        """Take in what one HTTP answer said of the budgets (`headers` None: it sent none).
+
+        `status` None means no answer at all (timeout, dropped connection): it says nothing of the headers,
+        so in auto mode another request may go and ask.
+        """
+        if self.headers_seen is None:
+            if status is not None:
+                self.headers_seen = headers is not None
+            self._probing = False
+            if self._learned is not None:
+                self._learned.set()
+                self._learned = None
+        if headers is None:
+            return
+        self._follow_limits(headers)
+        self._sync(self._requests, headers.limit_requests, headers.remaining_requests)
+        self._sync(self._tokens, headers.limit_tokens, headers.remaining_tokens)
+
+    def _follow_limits(self, headers: RateLimitHeaders) -> None:
+        rpm = _lower(self._configured_rpm, headers.limit_requests)
+        if rpm != self.rpm and rpm:
+            self.rpm = rpm
+            self._requests = _resize(self._requests, rpm, self._burst)
+        tpm = _lower(self._configured_tpm, headers.limit_tokens)
+        if tpm != self.tpm and tpm:
+            self.tpm = tpm
+            self._tokens = _resize(self._tokens, tpm, self._burst)
+
+    @staticmethod
+    def _sync(bucket: _Bucket | None, limit: float | None, remaining: float | None) -> None:
+        """Charge what the server counts as spent beyond what this client spent (another client's use)."""
+        if bucket is None or limit is None or remaining is None:
+            return
+        beyond = (limit - remaining) - bucket.spent() - (0.1 * bucket.max_rate + 1.0)
+        if beyond > 0:
+            bucket.adjust(beyond)
+
+    async def _probe_first(self) -> None:
+        """Auto mode: one request goes alone and the others wait for its answer's headers.
+
+        A probe that gets no answer lets the next request ask; one still out after `PROBE_PATIENCE`
+        seconds (a slow completion) lets another go beside it.
+        """
+        while self.headers_seen is None:
+            if not self._probing:
+                self._probing = True
+                return
+            if self._learned is None:
+                self._learned = anyio.Event()
+            with anyio.move_on_after(PROBE_PATIENCE):
+                await self._learned.wait()
+                continue
+            self._probing = False
+
     @property
     def cooldown_remaining(self) -> float:
         """Seconds left of the current cooldown (0 when none)."""
@@ -87,10 +189,28 @@ class RateLimiter:
             await anyio.sleep(wait)
 
 
+def _lower(configured: float | None, advertised: float | None) -> float | None:
+    if configured and advertised:
+        return min(configured, advertised)
+    return configured or advertised
+
+
+def _resize(bucket: _Bucket | None, per_minute: float, burst_seconds: float) -> _Bucket | None:
+    """The bucket retuned to a new rate in place (its level and waiters kept), or a new one."""
+    if bucket is None:
+        return _bucket(per_minute, burst_seconds)
+    bucket.retune(*_shape(per_minute, burst_seconds))
+    return bucket
+
+
+def _shape(per_minute: float, burst_seconds: float) -> tuple[float, float]:
+    """(capacity, period) of a bucket for a per-minute budget; it holds at least one unit."""
+    per_second = per_minute / 60.0
+    period = max(burst_seconds, 1.0 / per_second)
+    return per_second * period, period
+
+
 def _bucket(per_minute: float | None, burst_seconds: float) -> _Bucket | None:
     if not per_minute:
         return None
-    per_second = per_minute / 60.0
-    # a bucket holds at least one unit, so a slow budget (say 10 rpm) still lets one request through
-    period = max(burst_seconds, 1.0 / per_second)
-    return _Bucket(per_second * period, period)
+    return _Bucket(*_shape(per_minute, burst_seconds))

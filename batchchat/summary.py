@@ -23,7 +23,8 @@ class Counters:
     in_flight: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    estimated_prompt_tokens: int = 0  # of the succeeded requests, to report the estimate's error
+    estimated_prompt_tokens: int = 0  # estimates of the answered requests ...
+    estimated_prompt_actual: int = 0  # ... and what their answers' usage said: the estimate's error
     errors: Counter[str] = field(default_factory=Counter)
     latencies: array = field(default_factory=lambda: array("f"))
     started: float = field(default_factory=time.monotonic)
@@ -77,9 +78,9 @@ class Summary:
         latencies = sorted(counters.latencies)
         tokens = counters.prompt_tokens + counters.completion_tokens
         error = None
-        if counters.prompt_tokens and counters.estimated_prompt_tokens:
-            error = round(100.0 * (counters.estimated_prompt_tokens - counters.prompt_tokens)
-                          / counters.prompt_tokens, 1)
+        if counters.estimated_prompt_actual:
+            error = round(100.0 * (counters.estimated_prompt_tokens - counters.estimated_prompt_actual)
+                          / counters.estimated_prompt_actual, 1)
         return cls(
             input=input_name,
             output=output,

@@ -36,25 +36,56 @@ def _text_chars(value: Any) -> int:
     return 0
 
 
-def prompt_estimate(job: Job, chars_per_token: float = CHARS_PER_TOKEN) -> int:
-    """Estimated prompt tokens of a job."""
+def prompt_parts(job: Job) -> tuple[int, int]:
+    """(characters of text, tokens of framing) of a job's prompt."""
     body = job.body
     if job.url == CHAT:
         messages = body.get("messages") or []
         chars = sum(_text_chars(m.get("content")) for m in messages if isinstance(m, dict))
-        return int(chars / chars_per_token + 0.999) + TOKENS_PER_MESSAGE * len(messages) + REPLY_PRIMING_TOKENS
+        return chars, TOKENS_PER_MESSAGE * len(messages) + REPLY_PRIMING_TOKENS
     if job.url == EMBEDDINGS:
-        return int(_text_chars(body.get("input")) / chars_per_token + 0.999) or 1
+        return _text_chars(body.get("input")), 0
     if job.url == COMPLETIONS:
-        return int(_text_chars(body.get("prompt")) / chars_per_token + 0.999) or 1
+        return _text_chars(body.get("prompt")), 0
     if job.url == RESPONSES:
         value = body.get("input")
-        chars = _text_chars(value) if not isinstance(value, list) else sum(
-            _text_chars(m.get("content")) if isinstance(m, dict) else _text_chars(m) for m in value
-        )
-        chars += _text_chars(body.get("instructions"))
-        return int(chars / chars_per_token + 0.999) + REPLY_PRIMING_TOKENS
-    return 1
+        if isinstance(value, list):
+            chars = sum(_text_chars(m.get("content")) if isinstance(m, dict) else _text_chars(m) for m in value)
+        else:
+            chars = _text_chars(value)
+        return chars + _text_chars(body.get("instructions")), REPLY_PRIMING_TOKENS
+    return 0, 1
+
+
+def prompt_estimate(job: Job, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """Estimated prompt tokens of a job (at least 1)."""
+    chars, framing = prompt_parts(job)
+    return max(1, int(chars / chars_per_token + 0.999) + framing)
+
+
+class PromptEstimator:
+    """Prompt estimates that learn this job's characters-per-token ratio from the real usage of answers.
+
+    The learned figure paces requests closer to what the server will count; the completion cap is still
+    charged in full up front, as the provider does.
+    """
+
+    __slots__ = ("chars_per_token",)
+
+    def __init__(self, chars_per_token: float = CHARS_PER_TOKEN) -> None:
+        self.chars_per_token = chars_per_token
+
+    def estimate(self, job: Job) -> int:
+        """Estimated prompt tokens of `job` at the ratio learned so far."""
+        return prompt_estimate(job, self.chars_per_token)
+
+    def learn(self, job: Job, prompt_tokens: int) -> None:
+        """Move the ratio a little towards what this answer's `prompt_tokens` shows."""
+        chars, framing = prompt_parts(job)
+        text_tokens = prompt_tokens - framing
+        if chars >= 16 and text_tokens > 0:
+            observed = min(12.0, max(1.0, chars / text_tokens))
+            self.chars_per_token += 0.05 * (observed - self.chars_per_token)
 
 
 def completion_cap(job: Job) -> int:
