@@ -1,0 +1,168 @@
+"""Limits that tune themselves: header-driven budgets, shared keys, adaptive concurrency, learned estimates."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+from helpers import chat_lines, run_options, write_jobs
+
+import batchchat
+from batchchat.adaptive import AimdController, ConcurrencyGate
+from batchchat.headers import RateLimitHeaders
+from batchchat.jobs import CHAT, Job
+from batchchat.limiter import RateLimiter
+from batchchat.simulator import Simulator
+from batchchat.tokens import PromptEstimator
+
+
+def test_headers_are_read_and_absent_headers_say_so() -> None:
+    parsed = RateLimitHeaders.parse({"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499",
+                                     "x-ratelimit-limit-tokens": "30000", "x-ratelimit-remaining-tokens": "bad"})
+    assert parsed == RateLimitHeaders(500, 30000, 499, None)
+    assert RateLimitHeaders.parse({"content-type": "application/json"}) is None
+
+
+async def test_auto_mode_learns_the_limits_from_the_first_answer() -> None:
+    limiter = RateLimiter(auto=True, burst_seconds=0.5)
+    await limiter.acquire(10)  # the probe goes alone
+    waiter_done = anyio.Event()
+
+    async def second() -> None:
+        await limiter.acquire(10)
+        waiter_done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(second)
+        await anyio.sleep(0.05)
+        assert not waiter_done.is_set()  # held until the probe's answer
+        limiter.observe(200, RateLimitHeaders(limit_requests=600, limit_tokens=60000))
+    assert (limiter.rpm, limiter.tpm, limiter.headers_seen) == (600, 60000, True)
+
+
+async def test_a_probe_without_an_answer_lets_another_ask() -> None:
+    limiter = RateLimiter(auto=True)
+    await limiter.acquire(1)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(limiter.acquire, 1)
+        await anyio.sleep(0.02)
+        limiter.observe(None, None)  # the probe timed out: the waiter becomes the next probe
+    assert limiter.headers_seen is None
+
+
+async def test_headers_never_raise_a_configured_limit() -> None:
+    limiter = RateLimiter(rpm=100, tpm=1000, auto=True)
+    limiter.observe(200, RateLimitHeaders(limit_requests=10_000, limit_tokens=2_000_000))
+    assert (limiter.rpm, limiter.tpm) == (100, 1000)
+    limiter.observe(200, RateLimitHeaders(limit_requests=50, limit_tokens=500))
+    assert (limiter.rpm, limiter.tpm) == (50, 500)
+
+
+async def test_spend_by_another_client_is_charged_here_at_once() -> None:
+    limiter = RateLimiter(rpm=6000, burst_seconds=0.5)  # 100/s, bucket 50
+    await limiter.acquire(1)
+    # the server says 50 of its 6,000 are spent though we spent 1: someone else is on the key
+    limiter.observe(200, RateLimitHeaders(limit_requests=6000, remaining_requests=5950))
+    start = time.monotonic()
+    for _ in range(20):
+        await limiter.acquire(1)
+    assert time.monotonic() - start >= 0.1  # without the charge, 20 fit in the bucket at once
+
+
+async def test_gate_resizes_while_tasks_wait() -> None:
+    gate = ConcurrencyGate(1)
+    await gate.acquire()
+    entered: list[int] = []
+
+    async def enter(i: int) -> None:
+        await gate.acquire()
+        entered.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(3):
+            tg.start_soon(enter, i)
+        await anyio.sleep(0.01)
+        assert entered == []
+        gate.set_limit(3)
+        await anyio.sleep(0.01)
+        assert entered == [0, 1]
+        gate.release()
+    assert entered == [0, 1, 2] and gate.in_use == 3
+
+
+async def test_aimd_grows_on_fast_answers_and_cuts_on_overload_and_queueing() -> None:
+    gate = ConcurrencyGate(1)
+    aimd = AimdController(gate, max_limit=100, initial=4)
+    for _ in range(200):
+        aimd.on_success(0.01)
+    grown = aimd.limit
+    assert grown >= 15  # about one more per round trip: sqrt(2 x 200) from 4
+    aimd.on_overload()
+    assert aimd.limit <= grown // 2 + 1
+    await asyncio.sleep(0.02)
+    before = aimd.limit
+    for _ in range(8):
+        aimd.on_success(0.05)  # five times the best latency: a queue is forming
+    assert aimd.limit < before
+    for _ in range(10_000):
+        aimd.on_success(0.01)
+    assert aimd.limit == 100  # never above --concurrency
+
+
+def test_prompt_estimator_learns_the_ratio() -> None:
+    estimator = PromptEstimator()
+    job = Job("a", CHAT, {"messages": [{"role": "user", "content": "x" * 300}]}, 1)
+    for _ in range(200):
+        estimator.learn(job, 100 + 7)  # 300 chars were 100 tokens (+7 of framing): 3 chars a token
+    assert abs(estimator.chars_per_token - 3.0) < 0.05
+    assert abs(estimator.estimate(job) - 107) <= 1
+
+
+async def test_auto_limits_pace_at_the_servers_limit(tmp_path: Path, simulator: Callable[..., Simulator]) -> None:
+    sim = simulator(rpm=6000, tpm=600_000)  # 100 requests/s; the client is told nothing
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(200))
+    start = time.monotonic()
+    summary = await batchchat.arun(src, **run_options(sim, concurrency=64))
+    assert summary.succeeded == 200
+    assert sim.stats()["rate_limited"] <= 2  # under 1%
+    assert time.monotonic() - start >= 1.2  # paced: 200 at 100/s after a half-second burst
+
+
+async def test_two_clients_on_one_key_stay_within_the_limit(
+    tmp_path: Path, simulator: Callable[..., Simulator]
+) -> None:
+    sim = simulator(rpm=6000)
+    a = write_jobs(tmp_path / "a.jsonl", chat_lines(150, prefix="a"))
+    b = write_jobs(tmp_path / "b.jsonl", chat_lines(150, prefix="b"))
+    results = []
+
+    async def client(src: Path) -> None:
+        results.append(await batchchat.arun(src, **run_options(sim, rpm=6000, concurrency=32)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(client, a)
+        tg.start_soon(client, b)
+    assert sum(s.succeeded for s in results) == 300
+    assert sim.stats()["rate_limited"] < 0.02 * 300
+
+
+async def test_a_server_without_headers_is_driven_without_an_error_storm(
+    tmp_path: Path, simulator: Callable[..., Simulator]
+) -> None:
+    # saturates past 16 in flight (latency grows with the queue) and refuses past 64 with 503s
+    sim = simulator(capacity=16, overload_at=64, latency_ms=20, rate_limit_headers=False)
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(800))
+    summary = await batchchat.arun(src, **run_options(sim, concurrency=512, max_attempts=3))
+    stats = sim.stats()
+    assert summary.succeeded == 800 and summary.failed == 0
+    assert stats["responses"].get("503", 0) <= 8  # under 1%: a fixed 512 in flight would get hundreds
+    assert 8 < stats["max_in_flight"] <= 64  # grew past its cautious start, stayed below the overload point
+
+
+async def test_summary_reports_the_estimate_error(tmp_path: Path, sim: Simulator) -> None:
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(50))
+    summary = await batchchat.arun(src, **run_options(sim))
+    assert summary.prompt_estimate_error_pct is not None and abs(summary.prompt_estimate_error_pct) < 25
