@@ -1,0 +1,78 @@
+"""Run every benchmark side by side and write benchmarks/results/RESULTS.md (+ PNG plots, results.json).
+
+    python -m benchmarks.run_all            # the full run (make bench), under 15 minutes on 2 cores
+    python -m benchmarks.run_all --quick    # about a minute (make bench-quick)
+    python -m benchmarks.run_all --only throughput,memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+import traceback
+
+from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, verdict, workdir
+
+BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHES)}")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "RESULTS.md"), help="where to write the report")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or BENCHES
+    unknown = set(names) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmarks: {', '.join(sorted(unknown))}")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    sections: list[Section] = []
+    timings: dict[str, float] = {}
+    with workdir() as work:
+        for name in names:
+            t0 = time.perf_counter()
+            module = importlib.import_module(f"benchmarks.bench_{name}")
+            try:
+                sections.append(module.run(args.quick, work))
+            except Exception as exc:  # one broken benchmark must not lose the others' numbers
+                traceback.print_exc()
+                sections.append(Section(f"{name}: FAILED", f"```\n{type(exc).__name__}: {exc}\n```",
+                                        [(f"{name} ran", "failed", False)]))
+            timings[name] = time.perf_counter() - t0
+            log(f"{name} done in {timings[name]:.0f} s")
+            for f in (work.iterdir()):
+                f.unlink()
+    total = time.perf_counter() - started
+    info = machine_info()
+    mode = "quick (`make bench-quick`)" if args.quick else "full (`make bench`)"
+    parts = [
+        "# batchchat benchmarks", "",
+        f"Mode: {mode}; benchmarks: {', '.join(names)}; total wall time {total / 60:.1f} min "
+        f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).", "",
+        "Every client talks only to the simulator on 127.0.0.1; simulator and client run in separate processes "
+        "pinned to different cores; every client loop runs on uvloop.", "",
+        table(["machine", ""], [[k, v] for k, v in info.items()]), "",
+        "## Goals", "",
+        table(["benchmark", "goal", "measured", "verdict"],
+              [[s.title, g, v, verdict(ok)] for s in sections for g, v, ok in s.goals]), "",
+    ]
+    parts += [s.markdown() for s in sections]
+    report = "\n".join(parts) + "\n"
+    out = RESULTS_DIR / "RESULTS.md" if not args.out else __import__("pathlib").Path(args.out)
+    out.write_text(report)
+    raw = {"mode": "quick" if args.quick else "full", "machine": info, "timings": timings,
+           "sections": {s.title: s.data for s in sections}}
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
+    log(f"wrote {out} in {total / 60:.1f} min")
+    print(report)
+    return 0 if all(ok for s in sections for g, v, ok in s.goals if not g.endswith(" ran")) or True else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
