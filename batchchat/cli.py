@@ -13,7 +13,7 @@ import typer
 from batchchat.api import _backend_options
 from batchchat.config import build_settings
 from batchchat.engine import Engine, describe_invalid, open_input, scan
-from batchchat.errors import BatchchatError, ExitCode
+from batchchat.errors import BatchchatError, ExitCode, UsageError
 from batchchat.secrets import Secret
 from batchchat.simulator.command import serve
 
@@ -120,6 +120,63 @@ def validate(
     typer.echo(f"{display}: {plan.valid:,} valid requests, {plan.invalid_count:,} invalid lines, "
                f"about {plan.estimated_tokens:,} tokens charged up front (prompt estimate + max_tokens x n)")
     raise typer.Exit(int(ExitCode.USAGE) if plan.invalid_count else 0)
+
+
+@app.command()
+def tune(
+    sample: Annotated[str, typer.Argument(help="JSONL file of requests; its first --sample-size valid lines are cycled.")],  # noqa: E501
+    base_url: Annotated[str | None, typer.Option(help="API base URL [env OPENAI_BASE_URL].")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable that holds the API key [OPENAI_API_KEY].")] = None,  # noqa: E501
+    azure_api_version: Annotated[str | None, typer.Option(help="Azure OpenAI api-version.")] = None,
+    header: Annotated[list[str] | None, typer.Option("--header", "-H", help="Extra request header (repeatable).")] = None,  # noqa: E501
+    model: Annotated[str | None, typer.Option(help="Model for lines that name none.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="max_tokens for lines that set none.")] = None,
+    rpm: Annotated[float | None, typer.Option(help="Keep to this requests/min budget while sweeping.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Keep to this tokens/min budget while sweeping.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Read timeout per request, seconds [600].")] = None,
+    levels: Annotated[str, typer.Option(help="Concurrency levels to try, comma-separated.")] = "1,2,4,8,16,32,64,128,256",  # noqa: E501
+    per_step: Annotated[int, typer.Option(help="Requests per level (at least 4 x the level).")] = 200,
+    sample_size: Annotated[int, typer.Option(help="Lines of SAMPLE to use.")] = 100,
+    pause: Annotated[float, typer.Option(help="Seconds between levels, so one level's load does not spill into the next.")] = 1.0,  # noqa: E501
+    plot_path: Annotated[Path, typer.Option("--plot", help="Where to write the PNG plot.")] = Path("tune.png"),
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the sweep as JSON here.")] = None,
+) -> None:
+    """Sweep concurrency against an endpoint with a sample of your job; print a table, a plot and the flags to use."""
+    from batchchat.tune import load_sample, plot, recommend, render_table, steps_json, sweep
+
+    try:
+        level_list = tuple(int(x) for x in levels.split(",") if x.strip())
+        if not level_list or min(level_list) < 1:
+            raise ValueError
+    except ValueError:
+        error = UsageError(f"--levels must be positive whole numbers separated by commas, got {levels!r}")
+        raise _fail(error) from None
+    options = {"input": sample, "base_url": base_url, "api_key_env": api_key_env, "header": header,
+               "azure_api_version": azure_api_version, "model": model, "max_tokens": max_tokens, "rpm": rpm,
+               "tpm": tpm, "timeout": timeout}
+    try:
+        settings = build_settings(options)
+        with ExitStack() as stack:
+            path, _display = open_input(settings.input, stack)
+            jobs = load_sample(path, settings, sample_size)
+
+        def report(step: Any) -> None:
+            typer.echo(f"batchchat tune: {step.concurrency} in flight: {step.requests_per_second:,.1f} requests/s, "
+                       f"p95 {step.latency_ms_p95:,.0f} ms, {100 * step.error_rate:.1f}% errors", err=True)
+
+        steps, headers_seen = anyio.run(
+            lambda: sweep(settings, jobs, level_list, per_step, pause, report), backend_options=_backend_options())
+    except BatchchatError as error:
+        raise _fail(error) from None
+    advice = recommend(steps, headers_seen)
+    typer.echo(render_table(steps))
+    if plot(steps, plot_path, advice):
+        typer.echo(f"plot: {plot_path}")
+    else:
+        typer.echo("plot skipped: matplotlib is not installed (pip install 'batchchat[plot]')")
+    if json_path is not None:
+        json_path.write_bytes(steps_json(steps, advice))
+    typer.echo(f"recommended: {advice.flags()}  ({advice.reason})")
 
 
 def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per_token: float,

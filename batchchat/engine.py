@@ -172,6 +172,11 @@ class Engine:
         self._line_prefix = "batch_req_" + os.urandom(6).hex()
         self._line_seq = 0
 
+    @property
+    def headers_seen(self) -> bool | None:
+        """Whether the server sent x-ratelimit headers (None: no answer yet)."""
+        return self._limiter.headers_seen
+
     async def run(self) -> Summary:
         """Prepare, run every request, and return the summary."""
         with ExitStack() as stack:
