@@ -247,3 +247,11 @@ def test_prompt_tokens_charged_for_embeddings_only(start: Callable[..., tuple[Si
     client.post("/chat/completions", json=chat("abcd", max_tokens=5, n=3))
     assert sim.stats()["tokens_admitted"] == 10 + (8 + 5 * 3)
     assert math.isclose(sim.stats()["series"][0]["tokens"], 33)
+
+
+def test_azure_style_path_and_query(start: Callable[..., tuple[Simulator, httpx.Client]]) -> None:
+    sim, _ = start()
+    root = sim.base_url.removesuffix("/v1")
+    url = root + "/openai/deployments/gpt4/chat/completions?api-version=2024-06-01"
+    r = httpx.post(url, json=chat(), headers={"api-key": "k"})
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion"

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -151,16 +152,18 @@ class Simulator:
         sim = cls()
         cmd = [sys.executable, "-m", "batchchat.simulator", *config_to_args(config)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        sim._process = proc
-        if cpu is not None and hasattr(os, "sched_setaffinity"):
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(proc.pid, {cpu})
-        line = _read_line(proc, timeout)
-        if not line.startswith(READY_PREFIX):
-            sim.close()
-            err = proc.stderr.read() if proc.stderr else ""
-            raise RuntimeError(f"simulator failed to start: {line!r} {err[-2000:]}")
+        # stderr goes to a file, not a pipe: the child can never block on it.
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
+            sim._process = proc
+            if cpu is not None and hasattr(os, "sched_setaffinity"):
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(proc.pid, {cpu})
+            line = _read_line(proc, timeout)
+            if not line.startswith(READY_PREFIX):
+                sim.close()
+                errors.seek(0)
+                raise RuntimeError(f"simulator failed to start: {line!r} {errors.read()[-2000:]}")
         url = line[len(READY_PREFIX) :].strip()
         sim._set_url(url, int(url.rsplit(":", 1)[1].split("/", 1)[0]))
         return sim
