@@ -1,8 +1,9 @@
 """Adaptive concurrency for servers that publish no limits: a resizable gate and an AIMD controller.
 
-Like TCP congestion control: the number of requests in flight grows by about one per round trip while
-answers come back fast, shrinks by a tenth when latency climbs well above the best seen (a queue is
-forming at the server), and halves on an overload signal (429, 503, a timeout). A self-hosted server
+Like TCP congestion control: the number of requests in flight doubles each round trip at first (slow
+start), then grows by about 5% per round trip while answers come back as fast as usual, shrinks by a
+tenth when latency climbs well above its long-run level (a queue is forming at the server), and halves on
+an overload signal (429, 503, a timeout). A self-hosted server
 (vLLM, Ollama, a LiteLLM proxy) is driven to the concurrency where it is busy but not queueing.
 """
 
@@ -56,17 +57,26 @@ class ConcurrencyGate:
 
 
 class AimdController:
-    """Sets a `ConcurrencyGate`'s limit from what each attempt's outcome and latency say about the server."""
+    """Sets a `ConcurrencyGate`'s limit from what each attempt's outcome and latency say about the server.
 
-    __slots__ = ("_estimate", "_gate", "_last_cut", "_max", "_min_latency", "_recent", "_tolerance")
+    Slow start doubles the limit every round trip until the first sign of trouble; after that it grows by
+    5% (at least one) per round trip. Queueing is read as a gradient, not against the best latency ever seen (LLM
+    latencies vary tenfold with the answer's length): the median of the last answers against a long-run
+    average spanning about ten round trips.
+    """
 
-    def __init__(self, gate: ConcurrencyGate, max_limit: int, initial: int = 8, tolerance: float = 1.5) -> None:
+    __slots__ = ("_estimate", "_gate", "_last_cut", "_long", "_max", "_recent", "_samples", "_slow_start",
+                 "_tolerance")
+
+    def __init__(self, gate: ConcurrencyGate, max_limit: int, initial: int = 8, tolerance: float = 2.0) -> None:
         self._gate = gate
         self._max = max_limit
         self._estimate = float(min(initial, max_limit))
         self._tolerance = tolerance
-        self._min_latency = float("inf")
+        self._long = 0.0
+        self._samples = 0
         self._recent: deque[float] = deque(maxlen=16)
+        self._slow_start = True
         self._last_cut = 0.0
         gate.set_limit(int(self._estimate))
 
@@ -77,14 +87,20 @@ class AimdController:
 
     def on_success(self, latency: float) -> None:
         """An answer came back after `latency` seconds."""
-        self._min_latency = min(self._min_latency, latency)
+        self._samples += 1
+        # a plain mean over the first answers, then an average that spans about ten round trips
+        weight = 1.0 / self._samples if self._samples <= 32 else min(1.0, 0.1 / self._estimate)
+        self._long += (latency - self._long) * weight
         self._recent.append(latency)
-        typical = sorted(self._recent)[len(self._recent) // 2]
-        if len(self._recent) >= 4 and typical > self._tolerance * self._min_latency + 0.002:
+        warmed = self._samples > 16 and len(self._recent) >= 8
+        if warmed and sorted(self._recent)[len(self._recent) // 2] > self._tolerance * self._long:
             self._cut(0.9)
-        else:
-            self._estimate = min(float(self._max), self._estimate + 1.0 / self._estimate)
-            self._gate.set_limit(int(self._estimate))
+            return
+        # per round trip: double in slow start, then grow by 5% (at least one), so a limit in the
+        # thousands is regained in tens of round trips, not thousands
+        step = 1.0 if self._slow_start else max(1.0, 0.05 * self._estimate) / self._estimate
+        self._estimate = min(float(self._max), self._estimate + step)
+        self._gate.set_limit(int(self._estimate))
 
     def on_overload(self) -> None:
         """The server said it is overloaded (429, 503) or an attempt timed out."""
@@ -93,9 +109,10 @@ class AimdController:
     def _cut(self, factor: float) -> None:
         now = time.monotonic()
         # at most one cut per round trip: the answers already in flight reflect the old limit
-        if now - self._last_cut < max(self._min_latency, 0.01):
+        if now - self._last_cut < max(self._long, 0.01):
             return
         self._last_cut = now
+        self._slow_start = False
         self._estimate = max(1.0, self._estimate * factor)
         self._recent.clear()
         self._gate.set_limit(int(self._estimate))

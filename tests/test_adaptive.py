@@ -93,23 +93,39 @@ async def test_gate_resizes_while_tasks_wait() -> None:
     assert entered == [0, 1, 2] and gate.in_use == 3
 
 
-async def test_aimd_grows_on_fast_answers_and_cuts_on_overload_and_queueing() -> None:
+async def test_aimd_slow_start_then_cuts_on_overload_and_queueing() -> None:
     gate = ConcurrencyGate(1)
-    aimd = AimdController(gate, max_limit=100, initial=4)
-    for _ in range(200):
+    aimd = AimdController(gate, max_limit=1000, initial=4)
+    for _ in range(60):
         aimd.on_success(0.01)
-    grown = aimd.limit
-    assert grown >= 15  # about one more per round trip: sqrt(2 x 200) from 4
+    assert aimd.limit == 64  # slow start: one more per answer, doubling each round trip
     aimd.on_overload()
-    assert aimd.limit <= grown // 2 + 1
+    assert aimd.limit == 32
+    for _ in range(64):
+        aimd.on_success(0.01)
+    assert 32 < aimd.limit <= 36  # after a cut: about 5% more per round trip
     await asyncio.sleep(0.02)
     before = aimd.limit
     for _ in range(8):
-        aimd.on_success(0.05)  # five times the best latency: a queue is forming
+        aimd.on_success(0.05)  # five times the usual latency: a queue is forming
     assert aimd.limit < before
+
+
+def test_aimd_takes_random_latency_for_what_it_is() -> None:
+    import random
+
+    rng = random.Random(1)
+    aimd = AimdController(ConcurrencyGate(1), max_limit=1000)
+    for _ in range(5000):
+        aimd.on_success(rng.uniform(0.2, 2.0))  # LLM-like spread, no queueing
+    assert aimd.limit == 1000
+
+
+def test_aimd_never_passes_the_configured_concurrency() -> None:
+    aimd = AimdController(ConcurrencyGate(1), max_limit=100)
     for _ in range(10_000):
         aimd.on_success(0.01)
-    assert aimd.limit == 100  # never above --concurrency
+    assert aimd.limit == 100
 
 
 def test_prompt_estimator_learns_the_ratio() -> None:
@@ -158,8 +174,10 @@ async def test_a_server_without_headers_is_driven_without_an_error_storm(
     summary = await batchchat.arun(src, **run_options(sim, concurrency=512, max_attempts=3))
     stats = sim.stats()
     assert summary.succeeded == 800 and summary.failed == 0
-    assert stats["responses"].get("503", 0) <= 8  # under 1%: a fixed 512 in flight would get hundreds
-    assert 8 < stats["max_in_flight"] <= 64  # grew past its cautious start, stayed below the overload point
+    # slow start may overshoot into the 503s once, then halves; a fixed 512 in flight gets thousands of 503s
+    # and fails requests. (The long-run rate is measured by benchmarks/bench_adaptive.py.)
+    assert stats["responses"].get("503", 0) <= 40
+    assert stats["max_in_flight"] > 16  # grew past its cautious start of 8 to the server's capacity
 
 
 async def test_summary_reports_the_estimate_error(tmp_path: Path, sim: Simulator) -> None:
