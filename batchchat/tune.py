@@ -4,8 +4,8 @@ Each step sends the sample (cycled to `per_step` requests, fresh ids) at one fix
 attempt per request, so errors show as they are; it records throughput, latency p50/p95, the error rate and
 the 429s. The recommendation is the smallest concurrency within 5% of the best throughput whose errors stay
 under 1%; where the server rate-limits without saying so (429s but no `x-ratelimit-*` headers), also an
-`--rpm` at 90% of the rate the server sustained while refusing (successes per second in the second half of
-the steps that got 429s, once any burst allowance is spent).
+`--rpm` at 90% of the rate the server sustained while refusing: the successes per second after a step's
+first 429, when the server's burst allowance is known to be spent.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Step:
     requests_per_second: float
     latency_ms_p50: float
     latency_ms_p95: float
-    sustained_per_second: float = 0.0  # successes/s over the second half of the step
+    sustained_per_second: float = 0.0  # successes/s after the step's first 429 (0 without 429s)
 
     @property
     def error_rate(self) -> float:
@@ -111,13 +111,13 @@ async def sweep(
                 progress="off", summary_json=None, handle_signals=False,
                 retry=RetryPolicy(max_attempts=1, deadline=settings.retry.deadline),
             )
-            finished: list[tuple[float, bool]] = []
+            finished: list[tuple[float, str | None]] = []
             engine = Engine(step_settings, echo=lambda _text: None, on_result=_recorder(finished))
             summary = await engine.run()
             headers_seen = headers_seen or bool(engine.headers_seen)
             step = Step(concurrency, summary.total, summary.succeeded, summary.failed, summary.rate_limited_429,
                         summary.wall_seconds, summary.requests_per_second, summary.latency_ms_p50,
-                        summary.latency_ms_p95, _second_half_rate(finished))
+                        summary.latency_ms_p95, _rate_after_first_429(finished))
             steps.append(step)
             if report is not None:
                 report(step)
@@ -127,20 +127,21 @@ async def sweep(
     return steps, headers_seen
 
 
-def _recorder(finished: list[tuple[float, bool]]) -> Callable[[dict[str, Any]], None]:
+def _recorder(finished: list[tuple[float, str | None]]) -> Callable[[dict[str, Any]], None]:
     def record(line: dict[str, Any]) -> None:
-        finished.append((time.monotonic(), line["error"] is None))
+        finished.append((time.monotonic(), line["error"]["code"] if line["error"] else None))
 
     return record
 
 
-def _second_half_rate(finished: list[tuple[float, bool]]) -> float:
-    if len(finished) < 4:
+def _rate_after_first_429(finished: list[tuple[float, str | None]]) -> float:
+    """Successes per second from the first 429 to the end: the rate the server refills at."""
+    first = next((i for i, (_when, code) in enumerate(finished) if code == "rate_limited"), None)
+    if first is None or len(finished) - first < 4:
         return 0.0
-    start, end = finished[0][0], finished[-1][0]
-    middle = (start + end) / 2
-    successes = sum(1 for when, ok in finished if when >= middle and ok)
-    return successes / max(end - middle, 1e-6)
+    start, end = finished[first][0], finished[-1][0]
+    successes = sum(1 for _when, code in finished[first:] if code is None)
+    return successes / max(end - start, 1e-6)
 
 
 def _falling(steps: list[Step]) -> bool:

@@ -16,7 +16,7 @@ import traceback
 
 from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, verdict, workdir
 
-BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup"]
+BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive"]
 
 
 def main(argv: list[str] | None = None) -> int:
