@@ -133,6 +133,11 @@ class Sender:
         try:
             response = await self._client.post(url, content=content)
         except httpx.TimeoutException as exc:
+            cause = exc.__cause__
+            if type(cause).__module__.startswith("aiohttp") and not isinstance(cause, TimeoutError):
+                # httpx-aiohttp maps every aiohttp connection error (a dropped connection too) to
+                # ConnectTimeout: name what happened instead
+                return Retryable("connection", self._redact.text(f"{type(cause).__name__}: {cause}".rstrip(": ")))
             return Retryable("timeout", self._redact.text(f"{type(exc).__name__}: {exc}".rstrip(": ")))
         except httpx.TransportError as exc:
             return Retryable("connection", self._redact.text(f"{type(exc).__name__}: {exc}".rstrip(": ")))
