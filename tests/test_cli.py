@@ -105,3 +105,19 @@ def test_help_lists_every_command() -> None:
     assert result.exit_code == 0
     for command in ("run", "validate", "serve"):
         assert command in result.stdout
+
+
+def test_unreadable_input_is_a_usage_error(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # tests run as root here, where file modes do not deny reading: stage the refusal at the open call
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(1))
+    real_open = Path.open
+
+    def guarded(self: Path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self == src:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", guarded)
+    result = cli("run", str(src))
+    assert result.exit_code == 2
+    assert f"cannot read input {src}: Permission denied" in result.output and "Traceback" not in result.output
