@@ -1,7 +1,8 @@
 """The dual budget: requests per minute and tokens per minute, paced smoothly, with a shared cooldown.
 
-Each budget is an aiolimiter leaky bucket sized to hold about `burst_seconds` of traffic, so a run starts
-at its rate instead of with a minute-sized burst. A request is charged its estimated tokens before it is
+Each budget is an aiolimiter leaky bucket sized to hold about `burst_seconds` of traffic; it starts
+primed, so a run is paced from its first request (no burst at all at the start), and a burst of at most
+`burst_seconds` is let through only after the run has been idle. A request is charged its estimated tokens before it is
 sent; `settle` charges or refunds the difference once the real usage is known. A request larger than the
 bucket is let through when the bucket is empty and leaves the rest as debt, so it is neither starved nor
 rejected. `pause` makes every caller wait (a 429 slows the whole run, not one request).
@@ -50,6 +51,11 @@ class _Bucket(AsyncLimiter):
         self._rate_per_sec = max_rate / period
         self._wake_next()
 
+    def prime(self, first: float) -> None:
+        """Start full but for `first`: the first request goes at once, the rest are paced from the start."""
+        self._leak()
+        self._level = max(self._level, float(self.max_rate) - first)
+
     def fill(self) -> None:
         """Mark the bucket full, so traffic resumes at the paced rate rather than in a burst."""
         self._leak()
@@ -71,6 +77,7 @@ class RateLimiter:
         "_learned",
         "_probing",
         "_requests",
+        "_started",
         "_tokens",
         "auto",
         "headers_seen",
@@ -89,6 +96,7 @@ class RateLimiter:
         self._requests = _bucket(rpm, burst_seconds)
         self._tokens = _bucket(tpm, burst_seconds)
         self._cooldown_until = 0.0
+        self._started = False
         self.auto = auto and not rpm and not tpm
         self.headers_seen: bool | None = None  # None until the first HTTP answer says
         self._probing = False
@@ -99,6 +107,8 @@ class RateLimiter:
         if self.auto and self.headers_seen is None:
             await self._probe_first()
         await self._wait_cooldown()
+        if not self._started:
+            self._prime(tokens)
         if self._requests is not None:
             await self._requests.acquire(1)
         if self._tokens is not None and tokens > 0:
@@ -109,6 +119,15 @@ class RateLimiter:
         if self._cooldown_until > time.monotonic():
             # a 429 came in while this request waited for capacity: honour it too
             await self._wait_cooldown()
+
+    def _prime(self, tokens: int) -> None:
+        # No burst at the start: two processes starting together on one key must not spend the server's
+        # whole allowance at once. A burst is allowed only after the run has been idle.
+        self._started = True
+        if self._requests is not None:
+            self._requests.prime(1)
+        if self._tokens is not None:
+            self._tokens.prime(min(float(tokens), self._tokens.max_rate))
 
     def settle(self, delta_tokens: int) -> None:
         """Charge (`delta_tokens` > 0) or refund (< 0) the difference between the estimate and the real cost."""
@@ -146,12 +165,18 @@ class RateLimiter:
     def _follow_limits(self, headers: RateLimitHeaders) -> None:
         rpm = _lower(self._configured_rpm, headers.limit_requests)
         if rpm != self.rpm and rpm:
+            fresh = self._requests is None
             self.rpm = rpm
             self._requests = _resize(self._requests, rpm, self._burst)
+            if fresh and self._requests is not None:
+                self._requests.prime(1)
         tpm = _lower(self._configured_tpm, headers.limit_tokens)
         if tpm != self.tpm and tpm:
+            fresh = self._tokens is None
             self.tpm = tpm
             self._tokens = _resize(self._tokens, tpm, self._burst)
+            if fresh and self._tokens is not None:
+                self._tokens.prime(0)
 
     @staticmethod
     def _sync(bucket: _Bucket | None, limit: float | None, remaining: float | None) -> None:

@@ -22,22 +22,24 @@ async def _acquire_all(limiter: RateLimiter, n: int, tokens: int = 1) -> float:
 
 
 async def test_no_minute_sized_burst_at_start() -> None:
-    # 6,000 rpm = 100/s, bucket of one second: 150 requests cannot finish before ~0.5 s
+    # 6,000 rpm = 100/s: 150 requests cannot finish before ~1.5 s
     limiter = RateLimiter(rpm=6000)
     elapsed = await _acquire_all(limiter, 150)
-    assert elapsed >= 0.45
+    assert elapsed >= 1.45
 
 
-async def test_burst_is_about_a_second_of_budget() -> None:
-    limiter = RateLimiter(rpm=6000, burst_seconds=0.2)  # 20 at once, then 100/s
-    assert await _acquire_all(limiter, 20) < 0.15
+async def test_paced_from_the_first_request_and_bursts_only_after_idling() -> None:
+    limiter = RateLimiter(rpm=6000, burst_seconds=0.2)  # 100/s, a bucket of 20
+    assert await _acquire_all(limiter, 21) >= 0.19  # no burst at the start
+    await anyio.sleep(0.25)  # idle: the bucket drains
+    assert await _acquire_all(limiter, 20) < 0.15  # then a burst of up to 0.2 s of budget
     assert await _acquire_all(limiter, 20) >= 0.15
 
 
 async def test_token_budget_paces_by_tokens() -> None:
     limiter = RateLimiter(tpm=60_000)  # 1,000 tokens/s
-    elapsed = await _acquire_all(limiter, 6, tokens=500)  # 3,000 tokens: 1,000 at once, 2,000 paced
-    assert elapsed >= 1.9
+    elapsed = await _acquire_all(limiter, 6, tokens=500)  # the first at once, 2,500 tokens paced
+    assert elapsed >= 2.4
 
 
 async def test_request_larger_than_the_bucket_is_neither_rejected_nor_starved() -> None:
