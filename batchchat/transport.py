@@ -109,9 +109,20 @@ def build_client(endpoint: EndpointConfig, concurrency: int) -> httpx.AsyncClien
         from httpx_aiohttp import AiohttpTransport
 
         transport = AiohttpTransport(limits=limits)
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         headers=headers, params=params, timeout=timeout, limits=limits, transport=transport
     )
+    client._cookies = _Cookies()  # the same empty jar; the setter would copy it into a plain httpx.Cookies
+    return client
+
+
+class _Cookies(httpx.Cookies):
+    """httpx's cookie jar, minus the ~25 µs it spends per response building urllib shims when no cookie is set."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        headers = response.headers
+        if "set-cookie" in headers or "set-cookie2" in headers:  # the only headers CookieJar reads
+            super().extract_cookies(response)
 
 
 class Sender:
@@ -123,13 +134,13 @@ class Sender:
         self._client = client
         self._endpoint = endpoint
         self._redact = redactor
-        self._urls: dict[str, str] = {}
+        self._urls: dict[str, httpx.URL] = {}  # parsed once: httpx parses a str URL twice per request (~35 µs)
 
     async def send(self, path: str, content: bytes) -> Outcome:
         """POST `content` to the endpoint `path` and classify the answer."""
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = self._endpoint.url_for(path)
+            url = self._urls[path] = httpx.URL(self._endpoint.url_for(path))
         try:
             response = await self._client.post(url, content=content)
         except httpx.TimeoutException as exc:
