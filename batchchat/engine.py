@@ -319,6 +319,7 @@ class Engine:
         started = time.monotonic()
         content = orjson.dumps(job.body)
         attempts = 0
+        handed = False
 
         async def attempt() -> Outcome:
             nonlocal attempts
@@ -345,10 +346,14 @@ class Engine:
                 self._fatal(outcome)
                 return
             result = self._result(job, outcome, attempts, time.monotonic() - started, prompt)
-            await _hand_over(results, result)
+            # the slot goes with the result and is freed once it is on disk: at most --concurrency answers
+            # are ever paid for and not yet written, which bounds what a crash can lose
+            result.holds_slot = True
+            handed = await _hand_over(results, result)
         finally:
-            self._slots.release()
-            self.counters.in_flight -= 1
+            if not handed:
+                self._slots.release()
+                self.counters.in_flight -= 1
 
     def _result(self, job: Job, outcome: Outcome, attempts: int, latency: float, prompt: int) -> Result:
         if isinstance(outcome, Success):
@@ -384,6 +389,9 @@ class Engine:
                     writer.write(data, time.monotonic())
                     for result in batch:
                         self._count(result)
+                        if result.holds_slot:
+                            self._slots.release()
+                            self.counters.in_flight -= 1
         except OutputWriteError:
             self._stop("", grace=None)
             raise
@@ -465,8 +473,10 @@ class Engine:
                     self._stop("", grace=None)
 
 
-async def _hand_over(results: Any, result: Result) -> None:
+async def _hand_over(results: Any, result: Result) -> bool:
     """Give a result to the writer; shielded, so a result that was paid for is not dropped by a cancel."""
     # a BrokenResourceError means the writer has failed: the run is stopping and the result cannot be recorded
     with anyio.CancelScope(shield=True), contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
         await results.send(result)
+        return True
+    return False

@@ -38,6 +38,7 @@ class Result:
     latency: float = 0.0
     usage: dict[str, Any] | None = None
     metadata: Any = None
+    holds_slot: bool = False  # a concurrency slot is freed once this result is written
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
