@@ -1,7 +1,7 @@
 """Adaptive concurrency for servers that publish no limits: a resizable gate and an AIMD controller.
 
-Like TCP congestion control: the number of requests in flight doubles each round trip at first (slow
-start), then grows by about 5% per round trip while answers come back as fast as usual, shrinks by a
+Like TCP congestion control: the number of requests in flight grows fast at first (slow
+start, x1.5 a round trip), then by about 5% per round trip while answers come back as fast as usual, shrinks by a
 tenth when latency climbs well above its long-run level (a queue is forming at the server), and halves on
 an overload signal (429, 503, a timeout). A self-hosted server
 (vLLM, Ollama, a LiteLLM proxy) is driven to the concurrency where it is busy but not queueing.
@@ -59,14 +59,14 @@ class ConcurrencyGate:
 class AimdController:
     """Sets a `ConcurrencyGate`'s limit from what each attempt's outcome and latency say about the server.
 
-    Slow start doubles the limit every round trip until the first sign of trouble; after that it grows by
-    5% (at least one) per round trip. Queueing is read as a gradient, not against the best latency ever seen (LLM
-    latencies vary tenfold with the answer's length): the median of the last answers against a long-run
-    average spanning about ten round trips.
+    Slow start grows the limit by half every round trip until latency starts rising or the first sign of
+    trouble; after that it grows by 5% (at least one) per round trip. Queueing is read as a gradient, not
+    against the best latency ever seen (LLM latencies vary tenfold with the answer's length): the median of
+    the last answers against a long-run average spanning about ten round trips.
     """
 
-    __slots__ = ("_estimate", "_gate", "_last_cut", "_long", "_max", "_recent", "_samples", "_slow_start",
-                 "_tolerance")
+    __slots__ = ("_answers", "_estimate", "_gate", "_last_cut", "_long", "_max", "_overloads", "_recent",
+                 "_samples", "_slow_start", "_tolerance")
 
     def __init__(self, gate: ConcurrencyGate, max_limit: int, initial: int = 8, tolerance: float = 2.0) -> None:
         self._gate = gate
@@ -75,9 +75,11 @@ class AimdController:
         self._tolerance = tolerance
         self._long = 0.0
         self._samples = 0
-        self._recent: deque[float] = deque(maxlen=16)
+        self._recent: deque[float] = deque(maxlen=32)
         self._slow_start = True
         self._last_cut = 0.0
+        self._answers = 0  # answers and overload signals in the current round (about one round trip)
+        self._overloads = 0
         gate.set_limit(int(self._estimate))
 
     @property
@@ -87,24 +89,43 @@ class AimdController:
 
     def on_success(self, latency: float) -> None:
         """An answer came back after `latency` seconds."""
+        self._count_round(overload=False)
         self._samples += 1
         # a plain mean over the first answers, then an average that spans about ten round trips
         weight = 1.0 / self._samples if self._samples <= 32 else min(1.0, 0.1 / self._estimate)
         self._long += (latency - self._long) * weight
         self._recent.append(latency)
-        warmed = self._samples > 16 and len(self._recent) >= 8
-        if warmed and sorted(self._recent)[len(self._recent) // 2] > self._tolerance * self._long:
-            self._cut(0.9)
-            return
-        # per round trip: double in slow start, then grow by 5% (at least one), so a limit in the
-        # thousands is regained in tens of round trips, not thousands
-        step = 1.0 if self._slow_start else max(1.0, 0.05 * self._estimate) / self._estimate
+        recent = self._recent
+        if self._samples > 16 and len(recent) >= 8:
+            last = sorted(list(recent)[-16:])
+            if last[len(last) // 2] / self._long > self._tolerance:
+                self._cut(0.9)
+                return
+            # as TCP's HyStart: latency is rising, stop growing fast (judged on more answers: a false
+            # exit costs speed for the rest of the run)
+            if self._slow_start and len(recent) == recent.maxlen and sorted(recent)[16] / self._long > 1.5:
+                self._slow_start = False
+        # per round trip: x1.5 in slow start, then +5% (at least one), so a limit in the thousands is
+        # reached in tens of round trips, not thousands
+        step = 0.5 if self._slow_start else max(1.0, 0.05 * self._estimate) / self._estimate
         self._estimate = min(float(self._max), self._estimate + step)
         self._gate.set_limit(int(self._estimate))
 
     def on_overload(self) -> None:
-        """The server said it is overloaded (429, 503) or an attempt timed out."""
-        self._cut(0.5)
+        """The server said it is overloaded (429, 503) or an attempt timed out.
+
+        A few such answers are noise (a flaky upstream, one slow request); the limit halves only when they
+        are more than a tenth of the round's answers.
+        """
+        self._count_round(overload=True)
+        if self._overloads >= 2 and self._overloads > 0.1 * self._answers:
+            self._cut(0.5)
+
+    def _count_round(self, overload: bool) -> None:
+        if self._answers >= max(self._estimate, 20.0):
+            self._answers = self._overloads = 0
+        self._answers += 1
+        self._overloads += overload
 
     def _cut(self, factor: float) -> None:
         now = time.monotonic()
@@ -115,4 +136,5 @@ class AimdController:
         self._slow_start = False
         self._estimate = max(1.0, self._estimate * factor)
         self._recent.clear()
+        self._answers = self._overloads = 0
         self._gate.set_limit(int(self._estimate))

@@ -96,11 +96,14 @@ async def test_gate_resizes_while_tasks_wait() -> None:
 async def test_aimd_slow_start_then_cuts_on_overload_and_queueing() -> None:
     gate = ConcurrencyGate(1)
     aimd = AimdController(gate, max_limit=1000, initial=4)
-    for _ in range(60):
+    for _ in range(120):
         aimd.on_success(0.01)
-    assert aimd.limit == 64  # slow start: one more per answer, doubling each round trip
+    assert aimd.limit == 64  # slow start: half a slot more per answer, x1.5 each round trip
     aimd.on_overload()
-    assert aimd.limit == 32
+    assert aimd.limit == 64  # one overload answer is noise
+    for _ in range(10):
+        aimd.on_overload()  # a tenth of the round's answers: the server is overloaded
+    assert aimd.limit == 32  # halved once: at most one cut per round trip
     for _ in range(64):
         aimd.on_success(0.01)
     assert 32 < aimd.limit <= 36  # after a cut: about 5% more per round trip
@@ -119,6 +122,16 @@ def test_aimd_takes_random_latency_for_what_it_is() -> None:
     for _ in range(5000):
         aimd.on_success(rng.uniform(0.2, 2.0))  # LLM-like spread, no queueing
     assert aimd.limit == 1000
+
+
+def test_aimd_rides_out_scattered_faults() -> None:
+    aimd = AimdController(ConcurrencyGate(1), max_limit=500)
+    for i in range(20_000):
+        if i % 20 == 0:
+            aimd.on_overload()  # 5% of answers are 503s from a flaky upstream, not from load
+        else:
+            aimd.on_success(0.01)
+    assert aimd.limit == 500
 
 
 def test_aimd_never_passes_the_configured_concurrency() -> None:
@@ -171,12 +184,12 @@ async def test_a_server_without_headers_is_driven_without_an_error_storm(
     # saturates past 16 in flight (latency grows with the queue) and refuses past 64 with 503s
     sim = simulator(capacity=16, overload_at=64, latency_ms=20, rate_limit_headers=False)
     src = write_jobs(tmp_path / "in.jsonl", chat_lines(800))
-    summary = await batchchat.arun(src, **run_options(sim, concurrency=512, max_attempts=3))
+    summary = await batchchat.arun(src, **run_options(sim, concurrency=512))
     stats = sim.stats()
     assert summary.succeeded == 800 and summary.failed == 0
     # slow start may overshoot into the 503s once, then halves; a fixed 512 in flight gets thousands of 503s
     # and fails requests. (The long-run rate is measured by benchmarks/bench_adaptive.py.)
-    assert stats["responses"].get("503", 0) <= 40
+    assert stats["responses"].get("503", 0) <= 40, stats["responses"]
     assert stats["max_in_flight"] > 16  # grew past its cautious start of 8 to the server's capacity
 
 
