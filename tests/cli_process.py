@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+from helpers import write_jobs as write_jsonl  # noqa: F401  (re-exported for the survival tests)
 
 PLANTED_KEY = "sk-survival-PLANTED-7f3a9c1e5b2d4680"
 FAST_RETRIES = ("--backoff-base", "0.01", "--backoff-max", "0.05", "--max-wait", "0.2")
@@ -78,19 +78,6 @@ def parse_output(path: Path) -> list[dict[str, Any]]:
     data = path.read_bytes()
     assert not data or data.endswith(b"\n"), "the output ends in a torn line"
     return [orjson.loads(line) for line in data.splitlines()]
-
-
-def write_jsonl(path: Path, lines: Sequence[Any]) -> Path:
-    """Dicts as JSON, bytes and str as they are, one per line."""
-    with path.open("wb") as handle:
-        for line in lines:
-            if isinstance(line, bytes):
-                handle.write(line + b"\n")
-            elif isinstance(line, str):
-                handle.write(line.encode() + b"\n")
-            else:
-                handle.write(orjson.dumps(line) + b"\n")
-    return path
 
 
 def chat_jobs(n: int, prefix: str = "r", max_tokens: int = 8) -> list[dict[str, Any]]:
