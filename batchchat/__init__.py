@@ -7,11 +7,37 @@ rate limits, without losing or paying twice for a request.
         ...
 """
 
-from batchchat.api import arun, run, settings_for
-from batchchat.config import RunSettings
-from batchchat.errors import BatchchatError, ExitCode
-from batchchat.results import iter_results
-from batchchat.summary import Summary
+from __future__ import annotations
 
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchchat.api import arun, run, settings_for
+    from batchchat.config import RunSettings
+    from batchchat.errors import BatchchatError, ExitCode
+    from batchchat.results import iter_results
+    from batchchat.summary import Summary
+
+# Imported on first use, so that `batchchat --help` does not pay for httpx and aiohttp.
+_PUBLIC = {
+    "arun": "batchchat.api",
+    "run": "batchchat.api",
+    "settings_for": "batchchat.api",
+    "RunSettings": "batchchat.config",
+    "BatchchatError": "batchchat.errors",
+    "ExitCode": "batchchat.errors",
+    "iter_results": "batchchat.results",
+    "Summary": "batchchat.summary",
+}
 __all__ = ["BatchchatError", "ExitCode", "RunSettings", "Summary", "arun", "iter_results", "run", "settings_for"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchchat' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

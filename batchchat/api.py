@@ -38,10 +38,11 @@ async def arun(
 
 def run(input: str | Path | RunSettings, output: str | Path | None = None, **options: Any) -> Summary:
     """Run a job to the end and return its summary (blocking; starts its own event loop)."""
-    return anyio.run(lambda: arun(input, output, **options), backend_options=_backend_options())
+    return anyio.run(lambda: arun(input, output, **options), backend_options=backend_options())
 
 
-def _backend_options() -> dict[str, Any]:
+def backend_options() -> dict[str, Any]:
+    """anyio's options for the asyncio backend: uvloop where it is installed."""
     try:
         import uvloop  # noqa: F401
     except ImportError:

@@ -10,12 +10,10 @@ from typing import Annotated, Any
 import anyio
 import typer
 
-from batchchat.api import _backend_options
-from batchchat.config import build_settings
-from batchchat.engine import Engine, describe_invalid, open_input, scan
 from batchchat.errors import BatchchatError, ExitCode, UsageError
-from batchchat.secrets import Secret
 from batchchat.simulator.command import serve
+
+# The engine, httpx and aiohttp are imported inside the commands, so that `--help` starts fast.
 
 app = typer.Typer(
     add_completion=False,
@@ -25,6 +23,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve)
 
+SIMULATED_KEY = "sk-simulated-local-key"  # what --simulate's server expects; not a secret
 _ENDPOINT = "Endpoint"
 _LIMITS = "Limits and retries"
 _DEFAULTS = "Defaults for short lines"
@@ -76,6 +75,10 @@ def run(
     sim_fault: Annotated[list[str] | None, typer.Option(help="Simulator fault KIND=RATE, e.g. 500=0.05 (repeatable).", rich_help_panel=_SIM)] = None,  # noqa: E501
 ) -> None:
     """Send every request in INPUT and stream each result, with its usage, to the output as it finishes."""
+    from batchchat.api import backend_options
+    from batchchat.config import build_settings
+    from batchchat.engine import Engine
+
     options: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("config",) and not k.startswith("sim")}
     options["strict"] = strict or None
     options["handle_signals"] = True
@@ -85,10 +88,10 @@ def run(
                 sim = stack.enter_context(_start_simulator(sim_rpm, sim_tpm, sim_latency_ms, sim_ms_per_token,
                                                            sim_fault or []))
                 options["base_url"] = sim.base_url
-                options["api_key"] = "sk-simulated-local-key"
+                options["api_key"] = SIMULATED_KEY
                 typer.echo(f"batchchat: simulator listening on {sim.base_url}", err=True)
             settings = build_settings(options, config_file=config)
-            summary = anyio.run(Engine(settings).run, backend_options=_backend_options())
+            summary = anyio.run(Engine(settings).run, backend_options=backend_options())
         except BatchchatError as error:
             raise _fail(error) from None
         except KeyboardInterrupt:
@@ -107,6 +110,9 @@ def validate(
     endpoint: Annotated[str | None, typer.Option(help="Endpoint for bare bodies.")] = None,
 ) -> None:
     """Check INPUT without sending anything: every bad line (file:line: field: reason) and the token estimate."""
+    from batchchat.config import build_settings
+    from batchchat.engine import describe_invalid, open_input, scan
+
     try:
         settings = build_settings({"input": input, "model": model, "system": system, "max_tokens": max_tokens,
                                    "endpoint": endpoint}, environ={})
@@ -142,6 +148,9 @@ def tune(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the sweep as JSON here.")] = None,
 ) -> None:
     """Sweep concurrency against an endpoint with a sample of your job; print a table, a plot and the flags to use."""
+    from batchchat.api import backend_options
+    from batchchat.config import build_settings
+    from batchchat.engine import open_input
     from batchchat.tune import load_sample, plot, recommend, render_table, steps_json, sweep
 
     try:
@@ -165,7 +174,7 @@ def tune(
                        f"p95 {step.latency_ms_p95:,.0f} ms, {100 * step.error_rate:.1f}% errors", err=True)
 
         steps, headers_seen = anyio.run(
-            lambda: sweep(settings, jobs, level_list, per_step, pause, report), backend_options=_backend_options())
+            lambda: sweep(settings, jobs, level_list, per_step, pause, report), backend_options=backend_options())
     except BatchchatError as error:
         raise _fail(error) from None
     advice = recommend(steps, headers_seen)
@@ -193,7 +202,7 @@ def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per
         if not sep:
             raise typer.BadParameter(f"--sim-fault must look like KIND=RATE, got {fault!r}")
     config = SimulatorConfig(rpm=rpm, tpm=tpm, latency_ms=latency_ms, ms_per_token=ms_per_token, jitter=0.2,
-                             fault_rates=rates, api_key=Secret("sk-simulated-local-key").reveal())
+                             fault_rates=rates, api_key=SIMULATED_KEY)
     return Simulator.in_subprocess(config)
 
 
