@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
@@ -31,7 +32,7 @@ from batchchat.adaptive import AimdController, ConcurrencyGate
 from batchchat.config import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, UsageError
 from batchchat.headers import RateLimitHeaders
-from batchchat.jobs import InvalidLine, Job, iter_raw_lines, parse_line
+from batchchat.jobs import InvalidLine, Job, derived_id, iter_raw_lines, parse_line
 from batchchat.limiter import RateLimiter
 from batchchat.progress import Progress
 from batchchat.results import Result, ResultWriter, RunLock, compact, encode_result, load_resume_index
@@ -43,6 +44,8 @@ from batchchat.transport import Fatal, Outcome, Retryable, Sender, Success, buil
 
 DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
 _SKIP = 1
+# A line whose first key is a plain custom_id (no escapes): the id can be read without parsing the line.
+_LEADING_ID = re.compile(rb'\{\s*"custom_id"\s*:\s*"([^"\\]*)"')
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class Plan:
     display: str
     skip: bytearray  # by line number: 1 = already done in the output, not read again
     to_run: int = 0
+    last_line: int = 0  # the last line with work to do: dispatch stops there
     invalid: list[InvalidLine] = field(default_factory=list)
     invalid_count: int = 0
     valid: int = 0
@@ -110,17 +114,21 @@ def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed
     hashes = array("q")
     skip = plan.skip
     for line_no, raw in iter_raw_lines(path):
-        item = parse_line(raw, line_no, settings.defaults)
-        hashes.append(hash(item.custom_id))
-        if item.custom_id in done:
+        custom_id = _done_id(raw, line_no, done) if done else None
+        if custom_id is None:
+            item = parse_line(raw, line_no, settings.defaults)
+            custom_id = item.custom_id
+        hashes.append(hash(custom_id))
+        if custom_id in done:
             if len(skip) <= line_no:
                 skip.extend(bytes(line_no + 1 - len(skip) + 1024))
             skip[line_no] = _SKIP
             plan.skipped += 1
             continue
-        if item.custom_id in failed:
-            plan.retried_ids.add(item.custom_id)
+        if custom_id in failed:
+            plan.retried_ids.add(custom_id)
         plan.to_run += 1
+        plan.last_line = line_no
         if isinstance(item, InvalidLine):
             plan.invalid_count += 1
             if len(plan.invalid) < 20:
@@ -140,6 +148,22 @@ def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed
     if not lines:
         raise UsageError(f"{display}: no requests (the file is empty or has only blank lines)")
     return plan
+
+
+def _done_id(raw: bytes, line_no: int, done: set[str]) -> str | None:
+    """The line's custom_id if the output already holds it done: found without validating the line."""
+    first = _LEADING_ID.match(raw)  # Batch API files put custom_id first: no need to parse the line
+    if first is not None:
+        custom_id = first.group(1).decode("utf-8", "replace")
+        return custom_id if custom_id in done else None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    custom_id = data.get("custom_id", derived_id(line_no))
+    return custom_id if isinstance(custom_id, str) and custom_id in done else None
 
 
 def _duplicate_ids(path: Path, display: str, settings: RunSettings, shared: set[int]) -> list[str]:
@@ -290,6 +314,8 @@ class Engine:
         settings = self.settings
         skip = plan.skip
         for line_no, raw in iter_raw_lines(plan.path):
+            if line_no > plan.last_line:
+                break  # the rest is done already
             if line_no < len(skip) and skip[line_no]:
                 continue
             item = parse_line(raw, line_no, settings.defaults)

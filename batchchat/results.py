@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ import orjson
 from batchchat.errors import OutputLockedError, OutputWriteError, UsageError
 
 _ERROR_BODY_LIMIT = 4096
+_CHUNK = 1 << 20
+# The start of a line as encode_result writes it: the custom_id, and whether the error is null.
+_HEAD = re.compile(rb'\{"id":"[^"\\]*","custom_id":("(?:[^"\\]|\\.)*"),"error":(null|\{)')
 
 
 @dataclass(slots=True)
@@ -65,11 +69,12 @@ def encode_result(result: Result, line_id: str) -> bytes:
             "body": _embed_body(result.raw_body, result.ok) if result.raw_body is not None else None,
         }
     error = None if result.ok else {"code": result.error_code, "message": result.error_message}
+    # custom_id and error come first, so that a resume reads them without parsing the whole line
     line: dict[str, Any] = {
         "id": line_id,
         "custom_id": result.custom_id,
-        "response": response,
         "error": error,
+        "response": response,
         "usage": result.usage,
         "attempts": result.attempts,
         "latency_ms": round(result.latency * 1000.0, 1),
@@ -147,36 +152,40 @@ class ResumeIndex:
 
 
 def load_resume_index(path: Path) -> ResumeIndex:
-    """Read an existing output: which ids succeeded or failed. Repairs a torn last line left by a crash."""
+    """Read an existing output: which ids succeeded or failed. Repairs a torn last line left by a crash.
+
+    Lines in batchchat's own key order are read by their head alone, a chunk at a time; any other line is
+    parsed whole, and a complete line that is not a result refuses the output.
+    """
     index = ResumeIndex()
     if not path.exists():
         return index
     size = path.stat().st_size
     good_end = 0
+    line_no = 0
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, 1):
-            complete = raw.endswith(b"\n")
-            try:
-                data = orjson.loads(raw)
-                custom_id = data["custom_id"]
-                error = data["error"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                if complete:
-                    raise UsageError(
-                        f"{path}:{line_no}: not a batchchat result line; refusing to append to this output "
-                        "(choose another -o)"
-                    ) from None
-                break  # a torn last line: cut below
-            index.lines += 1
-            good_end += len(raw)
-            if error is None:
-                index.done.add(custom_id)
-                index.failed.discard(custom_id)
-            elif custom_id not in index.done:
-                index.failed.add(custom_id)
-            if not complete:  # whole JSON, only the newline is missing: keep it
-                index.repair = f"{path}: added the missing newline after the last line"
+        rest = b""
+        while True:
+            chunk = handle.read(_CHUNK)
+            data = rest + chunk
+            if not chunk:
                 break
+            cut = data.rfind(b"\n") + 1
+            whole, rest = data[:cut], data[cut:]
+            for raw in whole.splitlines(keepends=True):
+                line_no += 1
+                _index_line(index, path, line_no, raw)
+                good_end += len(raw)
+        if data:  # the last line has no newline: whole JSON (keep it) or torn (cut it)
+            try:
+                parsed = orjson.loads(data)
+                _record(index, parsed["custom_id"], parsed["error"] is None)
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
+            else:
+                index.lines += 1
+                good_end += len(data)
+                index.repair = f"{path}: added the missing newline after the last line"
     if index.repair and good_end == size:
         _append_newline(path)
     elif good_end < size:
@@ -184,6 +193,31 @@ def load_resume_index(path: Path) -> ResumeIndex:
             handle.truncate(good_end)
         index.repair = f"{path}: removed a torn last line ({size - good_end} bytes) left by an interrupted run"
     return index
+
+
+def _index_line(index: ResumeIndex, path: Path, line_no: int, raw: bytes) -> None:
+    head = _HEAD.match(raw)
+    try:
+        if head is not None:  # our own key order: the head says it all
+            literal = head.group(1)
+            custom_id = orjson.loads(literal) if b"\\" in literal else literal[1:-1].decode()
+            _record(index, custom_id, head.group(2) == b"null")
+        else:
+            parsed = orjson.loads(raw)
+            _record(index, parsed["custom_id"], parsed["error"] is None)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise UsageError(
+            f"{path}:{line_no}: not a batchchat result line; refusing to append to this output (choose another -o)"
+        ) from None
+    index.lines += 1
+
+
+def _record(index: ResumeIndex, custom_id: str, ok: bool) -> None:
+    if ok:
+        index.done.add(custom_id)
+        index.failed.discard(custom_id)
+    elif custom_id not in index.done:
+        index.failed.add(custom_id)
 
 
 def _append_newline(path: Path) -> None:
