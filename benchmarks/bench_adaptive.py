@@ -45,7 +45,7 @@ def _steady(series: list[dict[str, Any]], skip: int, tail: int = 2) -> tuple[flo
 
 def auto_limits(quick: bool, work: Path) -> dict[str, Any]:
     """The client is given no limits; the simulator enforces 6,000 RPM with 200-2,000 ms latency."""
-    rpm, warmup, seconds = 6_000, (5 if quick else 30), (20 if quick else 70)
+    rpm, warmup, seconds = 6_000, (5 if quick else 30), (20 if quick else 55)
     n = int(rpm / 60 * seconds)
     inp = write_chat_input(work / "auto.jsonl", n)
     with simulator(seed=5, rpm=rpm, tpm=50_000_000, latency_ms=200, latency_max_ms=2000) as sim:
@@ -60,7 +60,7 @@ def auto_limits(quick: bool, work: Path) -> dict[str, Any]:
 
 def shared_key(quick: bool, work: Path) -> dict[str, Any]:
     """Two processes on one key against one simulator, each told the key's limit (as two cron jobs would be)."""
-    rpm, seconds = 6_000, (15 if quick else 45)
+    rpm, seconds = 6_000, (15 if quick else 30)
     n = int(rpm / 60 * seconds / 2)
     inputs = [write_chat_input(work / f"shared-{i}.jsonl", n) for i in range(2)]
     with simulator(seed=6, rpm=rpm, tpm=50_000_000, latency_ms=100, latency_max_ms=400) as sim:
@@ -80,8 +80,8 @@ def shared_key(quick: bool, work: Path) -> dict[str, Any]:
 def no_headers(quick: bool, work: Path) -> dict[str, Any]:
     """A self-hosted-like server: no headers, queues past 64 in flight, 503s past 256; fixed sweep vs adaptive."""
     config = {"seed": 7, "capacity": 64, "overload_at": 256, "latency_ms": 50, "rate_limit_headers": False}
-    n = 4_000 if quick else 20_000
-    levels = (32, 64, 128, 256, 512) if not quick else (64, 256)
+    n = 4_000 if quick else 10_000
+    levels = (32, 64, 128, 256) if not quick else (64, 256)
     inp = write_chat_input(work / "nohdr.jsonl", n)
     fixed: dict[int, dict[str, Any]] = {}
     with simulator(**config) as sim:
@@ -110,7 +110,7 @@ def no_headers(quick: bool, work: Path) -> dict[str, Any]:
 def tune_holds(quick: bool, work: Path) -> dict[str, Any]:
     """`batchchat tune` against a server with a silent 3,000 RPM limit; then the job with its flags."""
     sample = write_chat_input(work / "tune-sample.jsonl", 50)
-    n = 1_500 if quick else 4_000
+    n = 1_500 if quick else 3_000
     job = write_chat_input(work / "tune-job.jsonl", n)
     with simulator(seed=8, rpm=3_000, latency_ms=30, rate_limit_headers=False) as sim:
         log("adaptive: tune sweep against a silent 3,000 RPM limit")
