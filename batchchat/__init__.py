@@ -9,8 +9,9 @@ rate limits, without losing or paying twice for a request.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from batchchat._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from batchchat.api import arun, run, settings_for
@@ -33,11 +34,4 @@ _PUBLIC = {
 __all__ = ["BatchchatError", "ExitCode", "RunSettings", "Summary", "arun", "iter_results", "run", "settings_for"]
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'batchchat' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)

@@ -163,20 +163,10 @@ class RateLimiter:
         self._sync(self._tokens, headers.limit_tokens, headers.remaining_tokens)
 
     def _follow_limits(self, headers: RateLimitHeaders) -> None:
-        rpm = _lower(self._configured_rpm, headers.limit_requests)
-        if rpm != self.rpm and rpm:
-            fresh = self._requests is None
-            self.rpm = rpm
-            self._requests = _resize(self._requests, rpm, self._burst)
-            if fresh and self._requests is not None:
-                self._requests.prime(1)
-        tpm = _lower(self._configured_tpm, headers.limit_tokens)
-        if tpm != self.tpm and tpm:
-            fresh = self._tokens is None
-            self.tpm = tpm
-            self._tokens = _resize(self._tokens, tpm, self._burst)
-            if fresh and self._tokens is not None:
-                self._tokens.prime(0)
+        wanted = _lower(self._configured_rpm, headers.limit_requests)
+        self.rpm, self._requests = _follow(self.rpm, self._requests, wanted, self._burst, first=1.0)
+        wanted = _lower(self._configured_tpm, headers.limit_tokens)
+        self.tpm, self._tokens = _follow(self.tpm, self._tokens, wanted, self._burst, first=0.0)
 
     @staticmethod
     def _sync(bucket: _Bucket | None, limit: float | None, remaining: float | None) -> None:
@@ -212,6 +202,19 @@ class RateLimiter:
     async def _wait_cooldown(self) -> None:
         while (wait := self._cooldown_until - time.monotonic()) > 0:
             await anyio.sleep(wait)
+
+
+def _follow(
+    current: float | None, bucket: _Bucket | None, wanted: float | None, burst_seconds: float, first: float
+) -> tuple[float | None, _Bucket | None]:
+    """A budget moved to `wanted` (a new bucket starts primed, so learning a limit brings no burst)."""
+    if not wanted or wanted == current:
+        return current, bucket
+    fresh = bucket is None
+    bucket = _resize(bucket, wanted, burst_seconds)
+    if fresh and bucket is not None:
+        bucket.prime(first)
+    return wanted, bucket
 
 
 def _lower(configured: float | None, advertised: float | None) -> float | None:

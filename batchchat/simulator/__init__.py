@@ -7,8 +7,9 @@ with Simulator.in_thread(SimulatorConfig(rpm=600, tpm=100_000)) as sim:
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from batchchat._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from batchchat.simulator.config import SimulatorConfig
@@ -26,11 +27,4 @@ _PUBLIC = {
 }
 __all__ = ["FAULT_KINDS", "Limiter", "Simulator", "SimulatorConfig", "format_duration"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'batchchat.simulator' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _PUBLIC)
