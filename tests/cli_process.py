@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,26 @@ def start(*args: str | Path, env: dict[str, str] | None = None, cwd: Path | None
     """Start the CLI in the background; stdout and stderr are pipes (bytes)."""
     return subprocess.Popen(cli_args(*args), env=env if env is not None else cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=cwd, **popen)
+
+
+@contextlib.contextmanager
+def running(*args: str | Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """`start` the CLI; whatever happens in the block, it does not outlive it."""
+    proc = start(*args, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, str, str]:
+    """Wait for a started CLI to end: its exit code, stdout and stderr, which must hold no traceback."""
+    stdout, stderr = proc.communicate(timeout=timeout)
+    out, err = stdout.decode(), stderr.decode()
+    assert "Traceback" not in err, err
+    return proc.returncode, out, err
 
 
 def count_lines(path: Path) -> int:

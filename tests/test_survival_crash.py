@@ -19,7 +19,18 @@ import orjson
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_process import chat_jobs, cli, count_lines, parse_output, run_args, start, wait_for_lines, write_jsonl
+from cli_process import (
+    chat_jobs,
+    cli,
+    count_lines,
+    finish,
+    parse_output,
+    run_args,
+    running,
+    start,
+    wait_for_lines,
+    write_jsonl,
+)
 
 from batchchat.simulator import Simulator, SimulatorConfig
 
@@ -93,20 +104,14 @@ def test_a_signal_finishes_what_is_in_flight_then_exits_130(tmp_path: Path, sign
     src = write_jsonl(tmp_path / "in.jsonl", chat_jobs(n))
     out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
     with Simulator.in_thread(SimulatorConfig(latency_ms=150, latency_max_ms=300)) as sim:
-        proc = start(*run_args(sim.base_url, src, out, "--concurrency", str(concurrency), "--grace", "10",
-                               "--summary-json", summary, "--adapt", "off"))
-        try:
+        with running(*run_args(sim.base_url, src, out, "--concurrency", str(concurrency), "--grace", "10",
+                               "--summary-json", summary, "--adapt", "off")) as proc:
             assert wait_for_lines(out, 40, proc) >= 40
             proc.send_signal(signum)
-            stdout, stderr = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        err = stderr.decode()
-        assert proc.returncode == 130, err
-        assert "Traceback" not in err
+            code, stdout, err = finish(proc, timeout=20)
+        assert code == 130, err
         assert f"{signal.Signals(signum).name}: stopping; waiting up to 10 s for" in err
-        assert "exit code  130" in stdout.decode()
+        assert "exit code  130" in stdout
         lines = parse_output(out)
         # every request that was answered was written: nothing in flight was dropped
         assert sim.stats()["responses"]["200"] == len(lines) < n
@@ -128,9 +133,8 @@ def test_the_grace_period_bounds_the_wait_and_a_second_signal_stops_at_once(tmp_
     with Simulator.in_thread(SimulatorConfig(latency_ms=20_000)) as slow, \
             Simulator.in_thread(SimulatorConfig()) as fast:
         for grace, second in ((0.5, False), (30.0, True)):
-            proc = start(*run_args(slow.base_url, src, out, "--concurrency", "8", "--grace", str(grace),
-                                   "--adapt", "off"))
-            try:
+            with running(*run_args(slow.base_url, src, out, "--concurrency", "8", "--grace", str(grace),
+                                   "--adapt", "off")) as proc:
                 deadline = time.monotonic() + 20
                 while slow.stats()["in_flight"] < 8 and time.monotonic() < deadline:
                     time.sleep(0.02)
@@ -140,14 +144,9 @@ def test_the_grace_period_bounds_the_wait_and_a_second_signal_stops_at_once(tmp_
                 if second:
                     time.sleep(0.3)
                     proc.send_signal(signal.SIGINT)
-                _, stderr = proc.communicate(timeout=15)
+                code, _, err = finish(proc, timeout=15)
                 took = time.monotonic() - sent
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-            err = stderr.decode()
-            assert proc.returncode == 130, err
-            assert "Traceback" not in err
+            assert code == 130, err
             assert took < 10, took  # not the 20 s of the requests, nor the 30 s grace
             if second:
                 assert "SIGINT again: stopping now" in err

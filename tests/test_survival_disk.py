@@ -11,7 +11,17 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_process import chat_jobs, cli, count_lines, parse_output, run_args, start, wait_for_lines, write_jsonl
+from cli_process import (
+    chat_jobs,
+    cli,
+    count_lines,
+    finish,
+    parse_output,
+    run_args,
+    running,
+    wait_for_lines,
+    write_jsonl,
+)
 
 from batchchat.simulator import Simulator, SimulatorConfig
 
@@ -64,17 +74,12 @@ def test_an_output_removed_mid_run_stops_it(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", chat_jobs(N))
     out, summary, moved = tmp_path / "out.jsonl", tmp_path / "summary.json", tmp_path / "moved.jsonl"
     with Simulator.in_thread(SimulatorConfig(latency_ms=10)) as sim:
-        proc = start(*run_args(sim.base_url, src, out, "--concurrency", str(CONCURRENCY), "--summary-json", summary))
-        try:
+        with running(*run_args(sim.base_url, src, out, "--concurrency", str(CONCURRENCY),
+                               "--summary-json", summary)) as proc:
             assert wait_for_lines(out, 100, proc) >= 100
             out.rename(moved)  # gone from where it was; what it holds is still countable
-            _, stderr = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        err = stderr.decode()
-        assert proc.returncode == 4, err
-        assert "Traceback" not in err
+            code, _, err = finish(proc, timeout=30)
+        assert code == 4, err
         assert f"output {out} was removed during the run" in err
         data = orjson.loads(summary.read_bytes())
         assert data["succeeded"] <= count_lines(moved) < N
@@ -87,17 +92,12 @@ def test_an_output_made_read_only_mid_run_stops_it(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "in.jsonl", chat_jobs(N))
     out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
     with Simulator.in_thread(SimulatorConfig(latency_ms=10)) as sim:
-        proc = start(*run_args(sim.base_url, src, out, "--concurrency", str(CONCURRENCY), "--summary-json", summary))
-        try:
+        with running(*run_args(sim.base_url, src, out, "--concurrency", str(CONCURRENCY),
+                               "--summary-json", summary)) as proc:
             assert wait_for_lines(out, 100, proc) >= 100
             out.chmod(0o444)
-            _, stderr = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        err = stderr.decode()
-        assert proc.returncode == 4, err
-        assert "Traceback" not in err
+            code, _, err = finish(proc, timeout=30)
+        assert code == 4, err
         assert f"output {out} was made read-only during the run" in err
         data = orjson.loads(summary.read_bytes())
         assert data["succeeded"] <= count_lines(out) < N
