@@ -46,7 +46,7 @@ def run(
     header: Annotated[list[str] | None, typer.Option("--header", "-H", help="Extra request header 'Name: value' (repeatable).", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     timeout: Annotated[float | None, typer.Option(help="Read timeout per attempt, seconds [600].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     connect_timeout: Annotated[float | None, typer.Option(help="Connect timeout, seconds [10].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
-    transport: Annotated[str | None, typer.Option(help="HTTP transport under httpx: aiohttp (fast) or httpx [aiohttp].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
+    transport: Annotated[str | None, typer.Option(help="HTTP client: aiohttp (fast) or httpx (httpx's own transport) [aiohttp].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     rpm: Annotated[float | None, typer.Option(help="Requests per minute budget [no limit].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     tpm: Annotated[float | None, typer.Option(help="Tokens per minute budget, charged prompt + max_tokens x n up front [no limit].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Most requests in flight at once [64].", rich_help_panel=_LIMITS)] = None,  # noqa: E501

@@ -40,7 +40,7 @@ from batchchat.retry import retry_after_failure
 from batchchat.secrets import Redactor
 from batchchat.summary import Counters, Summary
 from batchchat.tokens import PromptEstimator, charged_tokens, completion_cap, prompt_estimate, usage_totals
-from batchchat.transport import Fatal, Outcome, Retryable, Sender, Success, build_client
+from batchchat.transport import Fatal, Outcome, Retryable, Sender, Success, open_sender
 
 DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
 _SKIP = 1
@@ -285,9 +285,8 @@ class Engine:
         buffer = max(256, self.settings.concurrency * 2)
         send, receive = anyio.create_memory_object_stream[Result](buffer)
         writer_done = anyio.Event()
-        client = self._client or build_client(self.settings.endpoint, self.settings.concurrency)
+        sender = open_sender(self.settings.endpoint, self.settings.concurrency, self._redact, self._client)
         try:
-            sender = Sender(client, self.settings.endpoint, self._redact)
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
                 tg.start_soon(self._write_loop, receive, writer, writer_done)
@@ -306,9 +305,8 @@ class Engine:
                     await writer_done.wait()
                 tg.cancel_scope.cancel()
         finally:
-            if self._client is None:
-                with anyio.CancelScope(shield=True):
-                    await client.aclose()
+            with anyio.CancelScope(shield=True):
+                await sender.aclose()
 
     async def _dispatch(self, plan: Plan, workers: Any, sender: Sender, results: Any) -> None:
         settings = self.settings

@@ -56,7 +56,7 @@ def machine_info() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         **{name: version(name) for name in
-           ("batchchat", "httpx", "httpx-aiohttp", "aiohttp", "openai", "uvloop", "orjson", "aiolimiter")},
+           ("batchchat", "httpx", "aiohttp", "openai", "uvloop", "orjson", "aiolimiter")},
         "pinning": f"simulator on CPU {SERVER_CPU}, client process on CPU {CLIENT_CPU}",
     }
 

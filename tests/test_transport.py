@@ -11,7 +11,7 @@ import pytest
 import respx
 
 from batchchat.secrets import Redactor, Secret
-from batchchat.transport import EndpointConfig, Failed, Fatal, Retryable, Sender, Success, build_client
+from batchchat.transport import EndpointConfig, Failed, Fatal, HttpxSender, Retryable, Success, build_client
 
 KEY = "sk-unit-secret-key-1234"
 BASE = "http://api.test/v1"
@@ -26,7 +26,7 @@ def router() -> Iterator[respx.MockRouter]:
 
 async def send(endpoint: EndpointConfig = ENDPOINT) -> object:
     async with build_client(endpoint, 4) as client:
-        return await Sender(client, endpoint, Redactor(endpoint.api_key)).send("/v1/chat/completions", b"{}")
+        return await HttpxSender(client, endpoint, Redactor(endpoint.api_key)).send("/v1/chat/completions", b"{}")
 
 
 async def test_success_and_auth_header(router: respx.MockRouter) -> None:
@@ -135,6 +135,11 @@ def test_url_joining() -> None:
     assert EndpointConfig(base_url="http://h").url_for("/v1/embeddings") == "http://h/v1/embeddings"
     assert EndpointConfig(base_url="http://h/openai").url_for("/v1/chat/completions") == (
         "http://h/openai/v1/chat/completions")
+    azure = "https://n.openai.azure.com/openai"
+    assert EndpointConfig(base_url=f"{azure}/deployments/gpt", azure_api_version="2024-10-21").url_for(
+        "/v1/chat/completions") == f"{azure}/deployments/gpt/chat/completions"
+    assert EndpointConfig(base_url=f"{azure}/v1", azure_api_version="preview").url_for(
+        "/v1/embeddings") == f"{azure}/v1/embeddings"
 
 
 def test_secret_never_shows_itself() -> None:
