@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +225,7 @@ class Engine:
     async def run(self) -> Summary:
         """Prepare, run every request, and return the summary."""
         with ExitStack() as stack:
+            stack.enter_context(_collector_tuned_for_throughput())
             path, display = open_input(self.settings.input, stack)
             output = self.settings.output_path()
             check_output(output, None if self.settings.input == "-" else path)
@@ -512,6 +513,27 @@ async def _hand_over(results: Any, result: Result) -> bool:
             await results.send(result)
             return True
     return False
+
+
+@contextlib.contextmanager
+def _collector_tuned_for_throughput() -> Iterator[None]:
+    """Collect cyclic garbage rarely during a run, then put the collector back as it was.
+
+    With thousands of requests in flight, each live request's objects were traversed again by every
+    collection: at 4,000 in flight the collector took 3-7 s of a 10 s run (a full collection 200 ms),
+    though it freed almost nothing (a run makes ~1,300 cyclic objects in 20,000 requests). Objects alive
+    before the run (imports, the resume index) are frozen out of collections altogether.
+    """
+    import gc
+
+    threshold = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 class _WorkerPool:

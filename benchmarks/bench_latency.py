@@ -22,7 +22,8 @@ def _one(client: str, sim: Any, inp: Path, out: Path, c: int) -> dict[str, Any]:
     stats = sim.stats()
     r["max_in_flight"] = stats.get("max_in_flight")
     series = [row["requests"] for row in stats["series"]]
-    steady = series[2:-3] if len(series) > 8 else series  # without the ramp-up and the last answers' tail
+    # without the ramp-up and the last answers' tail (short runs: the first and last, partial, seconds)
+    steady = series[2:-3] if len(series) > 8 else series[1:-1] if len(series) > 3 else series
     r["steady_rps"] = sum(steady) / max(1, len(steady))
     return r
 
@@ -30,7 +31,7 @@ def _one(client: str, sim: Any, inp: Path, out: Path, c: int) -> dict[str, Any]:
 def run(quick: bool, work: Path) -> Section:
     n_long = 3_000 if quick else 20_000
     c_long = 1_000 if quick else 2_000
-    n_short = 3_000 if quick else 10_000
+    n_short = 3_000 if quick else 20_000
     results: dict[str, Any] = {"long": {}, "short": {}}
     inp_long = write_chat_input(work / "lat-long.jsonl", n_long)
     inp_short = write_chat_input(work / "lat-short.jsonl", n_short)
@@ -50,27 +51,30 @@ def run(quick: bool, work: Path) -> Section:
                      f"{r['steady_rps'] / ideal_long:.0%}", r["max_in_flight"], r["cpu"] / n_long * 1e6])
     body = (f"(a) latency uniform 200-2,000 ms (mean 1.1 s), {n_long:,} requests, {c_long:,} in flight; "
             "ideal = concurrency / mean latency. req/s is over the whole run (ramp-up and the last answers' tail "
-            "included); steady req/s is the server's per-second count without the first 2 s and the last 3 s.\n\n"
+            "included); steady req/s is the server's per-second count without the first 2 s and the last 3 s "
+            "(runs under 9 s: without the first and the last second).\n\n"
             + table(["client", "requests", "concurrency", "ok", "req/s", "steady req/s", "ideal req/s",
                      "pipe filled (steady)",
                      "server max in flight", "client CPU µs/req"], rows))
     rows = []
     for c in (256, 1000, 4000):
         b, a = results["short"][f"batchchat@{c}"], results["short"][f"aiohttp@{c}"]
-        rows.append([c, min(c / 0.05, 1e9), b["rps"], b["cpu"] / n_short * 1e6, b["max_in_flight"], a["rps"],
-                     f"{b['rps'] / a['rps']:.2f}"])
-    body += (f"\n\n(b) 50 ms latency, {n_short:,} requests per run.\n\n"
-             + table(["in flight", "ideal req/s", "batchchat req/s", "batchchat CPU µs/req", "server max in flight",
-                      "aiohttp req/s", "batchchat / aiohttp"], rows)
+        rows.append([c, min(c / 0.05, 1e9), b["rps"], b["steady_rps"], b["cpu"] / n_short * 1e6, b["max_in_flight"],
+                     a["rps"], a["steady_rps"], f"{b['rps'] / a['rps']:.2f}"])
+    body += (f"\n\n(b) 50 ms latency, {n_short:,} requests per run. req/s is over the whole run, opening every "
+             "connection included (4,000 of them at 4,000 in flight); steady req/s as in (a).\n\n"
+             + table(["in flight", "ideal req/s", "batchchat req/s", "batchchat steady req/s", "batchchat CPU µs/req",
+                      "server max in flight", "aiohttp req/s", "aiohttp steady req/s", "batchchat / aiohttp"], rows)
              + "\n\nCommand: `python -m benchmarks.run_all --only latency`.")
     long_b = results["long"]["batchchat"]["steady_rps"]
-    s256, s1000, s4000 = (results["short"][f"batchchat@{c}"]["rps"] for c in (256, 1000, 4000))
+    s1000 = results["short"]["batchchat@1000"]["rps"]
+    s256, m1000, s4000 = (results["short"][f"batchchat@{c}"]["steady_rps"] for c in (256, 1000, 4000))
     goals = [
         (f"200-2,000 ms x {c_long:,} in flight keeps the pipe full (≥ 90% of ideal)",
          f"{long_b:,.0f} req/s = {long_b / ideal_long:.0%} of {ideal_long:,.0f}", long_b >= 0.9 * ideal_long),
         ("50 ms x 1,000 in flight ≥ 2,000 req/s", f"{s1000:,.0f} req/s", s1000 >= 2000),
-        ("no drop from 256 to 4,000 in flight (within 5%)", f"{s256:,.0f} -> {s1000:,.0f} -> {s4000:,.0f} req/s",
-         s4000 >= 0.95 * s256),
+        ("no drop from 256 to 4,000 in flight (within 5%, steady)",
+         f"{s256:,.0f} -> {m1000:,.0f} -> {s4000:,.0f} req/s", s4000 >= 0.95 * s256 and m1000 >= 0.95 * s256),
     ]
     data = {k: {kk: {x: y for x, y in vv.items() if x != "process"} for kk, vv in v.items()}
             for k, v in results.items()}

@@ -252,3 +252,15 @@ def test_sync_run_and_iter_results(tmp_path: Path, sim: Simulator) -> None:
     summary = batchchat.run(src, tmp_path / "o.jsonl", **run_options(sim))
     assert summary.succeeded == 5
     assert sorted(x["custom_id"] for x in batchchat.iter_results(tmp_path / "o.jsonl")) == [f"r{i}" for i in range(5)]
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, sim: Simulator) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(3))
+    batchchat.run(src, tmp_path / "o.jsonl", **run_options(sim),
+                  on_result=lambda _: seen.append((gc.get_threshold(), gc.get_freeze_count())))
+    assert len(seen) == 3 and all(threshold[0] > before[0] and frozen > 0 for threshold, frozen in seen)  # tuned
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # and put back
