@@ -6,6 +6,7 @@ Three line shapes are accepted (see the README): an OpenAI Batch API line, a bar
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,13 @@ MAX_TOKENS_FIELDS = {
     EMBEDDINGS: (),
 }
 MAX_LINE_BYTES = 8 * 1024 * 1024
+BLOCK_BYTES = 1 << 20  # what iter_blocks reads at a time
 _BOM = b"\xef\xbb\xbf"
+# A line whose first key is a plain custom_id (no escapes): the id can be read without parsing the line. The
+# whitespace class leaves out the newline, so that a match never runs past its own line within a block.
+_ID_HEAD = rb'\{[ \t\r\f\v]*"custom_id"[ \t\r\f\v]*:[ \t\r\f\v]*"([^"\\\n]*)"'
+LEADING_ID = re.compile(_ID_HEAD)
+_ID_PER_LINE = re.compile(rb"(?:" + _ID_HEAD + rb")?[^\n]*\n")  # the id, or b"" for a line without one
 
 
 @dataclass(slots=True)
@@ -82,6 +89,53 @@ def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
                 yield line_no, raw
+
+
+def iter_blocks(path: Path) -> Iterator[bytes]:
+    """The file as blocks of whole lines, about `BLOCK_BYTES` each; every block ends with a newline but the
+    last one of a file that does not."""
+    pending: list[bytes] = []  # the start of a line that began in an earlier read
+    with path.open("rb") as handle:
+        while chunk := handle.read(BLOCK_BYTES):
+            cut = chunk.rfind(b"\n") + 1
+            if not cut:
+                pending.append(chunk)
+                continue
+            if pending:
+                pending.append(chunk[:cut])
+                yield b"".join(pending)
+                pending.clear()
+            else:
+                yield chunk[:cut]
+            if cut < len(chunk):
+                pending.append(chunk[cut:])
+    if pending:
+        yield b"".join(pending)
+
+
+def block_lines(line_no: int, block: bytes) -> Iterator[tuple[int, bytes]]:
+    """The lines of a block from `iter_blocks` whose first line is `line_no`, as `iter_raw_lines` yields them."""
+    for raw in block.split(b"\n"):
+        if line_no == 1 and raw.startswith(_BOM):
+            raw = raw[3:]
+        raw = raw.rstrip(b"\r")
+        if raw.strip():
+            yield line_no, raw
+        line_no += 1
+
+
+def leading_ids(block: bytes) -> list[str] | None:
+    """The custom_id of every line of `block` (whole lines, each ending with a newline), read without parsing.
+
+    None unless every line starts with a plain one: `{"custom_id": "..."`, not empty, no escapes, valid UTF-8.
+    """
+    found = _ID_PER_LINE.findall(block)  # one item per line, as the pattern matches every line whole
+    if b"" in found:
+        return None
+    try:
+        return list(map(bytes.decode, found))
+    except UnicodeDecodeError:
+        return None
 
 
 def derived_id(line_no: int) -> str:

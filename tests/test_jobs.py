@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import orjson
 import pytest
 
-from batchchat.jobs import CHAT, EMBEDDINGS, RESPONSES, InvalidLine, Job, JobDefaults, parse_line, read_jobs
+from batchchat import jobs
+from batchchat.jobs import (
+    CHAT,
+    EMBEDDINGS,
+    RESPONSES,
+    InvalidLine,
+    Job,
+    JobDefaults,
+    block_lines,
+    iter_blocks,
+    iter_raw_lines,
+    leading_ids,
+    parse_line,
+    read_jobs,
+)
 
 DEFAULTS = JobDefaults(model="m-default", system="Be brief.", max_tokens=50, temperature=0.3)
 
@@ -114,3 +129,35 @@ def test_huge_line_is_rejected_without_parsing(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr("batchchat.jobs.MAX_LINE_BYTES", 100)
     bad = parse({"prompt": "x" * 200})
     assert isinstance(bad, InvalidLine) and "bytes" in bad.reason
+
+
+@pytest.mark.parametrize("size", [1, 2, 5, 16, 100, 1 << 20])
+def test_blocks_hold_whole_lines_and_yield_the_same_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(jobs, "BLOCK_BYTES", size)
+    rng = random.Random(size)
+    path = tmp_path / "in.jsonl"
+    pieces = [b"", b" ", b"\r", b"\xef\xbb\xbf", b'{"a": 1}', b"x" * 40, b"\r\r", b"\t", b"\xff"]
+    for _ in range(200):
+        data = b"".join(rng.choice(pieces) + rng.choice([b"\n", b"\r\n", b""]) for _ in range(rng.randint(0, 12)))
+        path.write_bytes(data)
+        blocks = list(iter_blocks(path))
+        assert b"".join(blocks) == data
+        assert all(block.endswith(b"\n") for block in blocks[:-1]) and all(blocks)
+        lines, line_no = [], 1
+        for block in blocks:
+            lines += block_lines(line_no, block)
+            line_no += block.count(b"\n")
+        assert lines == list(iter_raw_lines(path))
+
+
+def test_leading_ids_only_when_every_line_starts_with_a_plain_custom_id() -> None:
+    assert leading_ids(b'{"custom_id":"a","x":1}\n{ "custom_id" : "\xc3\xa9"}\r\n') == ["a", "é"]
+    assert leading_ids(b'{"custom_id":"a"}\n\n') is None  # a blank line
+    assert leading_ids(b'{"custom_id":"a"}\n {"custom_id":"b"}\n') is None  # not at the start
+    assert leading_ids(b'{"custom_id":"a"}\n{"x":1,"custom_id":"b"}\n') is None  # not the first key
+    assert leading_ids(b'{"custom_id":"a\\"b"}\n') is None  # an escape
+    assert leading_ids(b'{"custom_id":""}\n') is None  # empty
+    assert leading_ids(b'{"custom_id":"\xff"}\n') is None  # not UTF-8
+    assert leading_ids(b'{\n"custom_id":"a"}\n') is None  # a match never runs over a line end
