@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import sys
@@ -32,7 +31,17 @@ from batchchat.adaptive import AimdController, ConcurrencyGate
 from batchchat.config import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, UsageError
 from batchchat.headers import RateLimitHeaders
-from batchchat.jobs import InvalidLine, Job, derived_id, iter_raw_lines, parse_line
+from batchchat.jobs import (
+    LEADING_ID,
+    InvalidLine,
+    Job,
+    block_lines,
+    derived_id,
+    iter_blocks,
+    iter_raw_lines,
+    leading_ids,
+    parse_line,
+)
 from batchchat.limiter import RateLimiter
 from batchchat.progress import Progress
 from batchchat.results import Result, ResultWriter, RunLock, compact, encode_result, load_resume_index
@@ -44,8 +53,6 @@ from batchchat.transport import Fatal, Outcome, Retryable, Sender, Success, open
 
 DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
 _SKIP = 1
-# A line whose first key is a plain custom_id (no escapes): the id can be read without parsing the line.
-_LEADING_ID = re.compile(rb'\{\s*"custom_id"\s*:\s*"([^"\\]*)"')
 
 
 @dataclass(slots=True)
@@ -104,42 +111,59 @@ def check_output(output: Path, input_path: Path | None) -> None:
 
 
 def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed: set[str]) -> Plan:
-    """Read the whole input once: validate every line, find duplicate ids, mark lines already done."""
+    """Read the whole input once: validate every line, find duplicate ids, mark lines already done.
+
+    The input is read a block of lines at a time; a block whose every line starts with a custom_id already
+    done is skipped whole, without a look at each line.
+    """
     from array import array
     from itertools import pairwise
 
     plan = Plan(path, display, bytearray())
-    # 8 bytes per line instead of a dict of str ids (~130 MB for a million): ids that share a hash are
-    # checked exactly by a second pass, which also words the duplicate errors
+    # Lines with work to do keep the hash of their id, 8 bytes each, instead of a dict of str ids (~130 MB
+    # for a million); ids that share a hash are checked exactly by a second pass, which also words the
+    # errors. A done id is met at most once: `unmet` holds those not met yet, so a second meeting is a repeat.
     hashes = array("q")
-    skip = plan.skip
-    for line_no, raw in iter_raw_lines(path):
-        custom_id = _done_id(raw, line_no, done) if done else None
-        if custom_id is None:
-            item = parse_line(raw, line_no, settings.defaults)
-            custom_id = item.custom_id
-        hashes.append(hash(custom_id))
-        if custom_id in done:
-            if len(skip) <= line_no:
-                skip.extend(bytes(line_no + 1 - len(skip) + 1024))
-            skip[line_no] = _SKIP
-            plan.skipped += 1
+    unmet = set(done)
+    repeated: set[int] = set()
+    lines = 0
+    first = 1  # the number of the block's first line
+    for block in iter_blocks(path):
+        skipped = _skip_block(plan, first, block, unmet) if unmet else 0
+        if skipped:
+            lines += skipped
+            first += skipped
             continue
-        if custom_id in failed:
-            plan.retried_ids.add(custom_id)
-        plan.to_run += 1
-        plan.last_line = line_no
-        if isinstance(item, InvalidLine):
-            plan.invalid_count += 1
-            if len(plan.invalid) < 20:
-                plan.invalid.append(item)
-        else:
-            plan.valid += 1
-            plan.estimated_tokens += prompt_estimate(item) + completion_cap(item)
-    lines = len(hashes)
+        for line_no, raw in block_lines(first, block):
+            lines += 1
+            custom_id = _done_id(raw, line_no, done) if done else None
+            if custom_id is None:
+                item = parse_line(raw, line_no, settings.defaults)
+                custom_id = item.custom_id
+            if custom_id in done:
+                if custom_id in unmet:
+                    unmet.remove(custom_id)
+                else:
+                    repeated.add(hash(custom_id))
+                _mark_skipped(plan, line_no, 1)
+                continue
+            hashes.append(hash(custom_id))
+            if custom_id in failed:
+                plan.retried_ids.add(custom_id)
+            plan.to_run += 1
+            plan.last_line = line_no
+            if isinstance(item, InvalidLine):
+                plan.invalid_count += 1
+                if len(plan.invalid) < 20:
+                    plan.invalid.append(item)
+            else:
+                plan.valid += 1
+                plan.estimated_tokens += prompt_estimate(item) + completion_cap(item)
+        first += block.count(b"\n")
+    del unmet
     ordered = sorted(hashes)
     del hashes
-    shared = {a for a, b in pairwise(ordered) if a == b}
+    shared = {a for a, b in pairwise(ordered) if a == b} | repeated
     del ordered
     duplicates = _duplicate_ids(path, display, settings, shared) if shared else []
     if duplicates:
@@ -150,9 +174,33 @@ def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed
     return plan
 
 
+def _skip_block(plan: Plan, first: int, block: bytes, unmet: set[str]) -> int:
+    """Skip a whole block at once if every line starts with a plain custom_id, done and not met before: the
+    number of lines skipped, or 0 (nothing changed)."""
+    ids = leading_ids(block) if block.endswith(b"\n") else None
+    if not ids or not unmet.issuperset(ids):
+        return 0
+    before = len(unmet)
+    unmet.difference_update(ids)
+    if before - len(unmet) != len(ids):  # an id repeats within the block: line by line finds which
+        unmet.update(ids)
+        return 0
+    _mark_skipped(plan, first, len(ids))
+    return len(ids)
+
+
+def _mark_skipped(plan: Plan, line_no: int, count: int) -> None:
+    skip = plan.skip
+    end = line_no + count
+    if len(skip) < end:
+        skip.extend(bytes(end - len(skip) + 1024))
+    skip[line_no:end] = bytes([_SKIP]) * count
+    plan.skipped += count
+
+
 def _done_id(raw: bytes, line_no: int, done: set[str]) -> str | None:
     """The line's custom_id if the output already holds it done: found without validating the line."""
-    first = _LEADING_ID.match(raw)  # Batch API files put custom_id first: no need to parse the line
+    first = LEADING_ID.match(raw)  # Batch API files put custom_id first: no need to parse the line
     if first is not None:
         custom_id = first.group(1).decode("utf-8", "replace")
         return custom_id if custom_id in done else None
