@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from batchchat._lazy import import_deferring
 from batchchat.errors import BatchchatError, ExitCode, UsageError
 from batchchat.simulator.command import serve
 
@@ -212,7 +213,18 @@ def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per
 
 def main() -> None:
     """Entry point of the `batchchat` script."""
+    if not sys.argv[1:] or "--help" in sys.argv:
+        _import_help_renderer()
     app(prog_name="batchchat")
+
+
+def _import_help_renderer() -> None:
+    """Import typer's rich help renderer without rich.markdown and rich.traceback (half its import time).
+
+    The help uses neither: its markup is rich's, not Markdown, and pretty tracebacks are off. Typer gets
+    stand-ins for the two classes it takes from them, which import the real ones if ever used.
+    """
+    import_deferring("typer.rich_utils", {"rich.markdown": ("Markdown",), "rich.traceback": ("Traceback",)})
 
 
 if __name__ == "__main__":

@@ -121,3 +121,30 @@ def test_unreadable_input_is_a_usage_error(tmp_path: Path, monkeypatch) -> None:
     result = cli("run", str(src))
     assert result.exit_code == 2
     assert f"cannot read input {src}: Permission denied" in result.output and "Traceback" not in result.output
+
+
+HELP_PROBE = """
+import contextlib, io, sys
+if sys.argv[1] == "eager":  # the renderer's every import done the usual way first
+    import typer.rich_utils
+sys.argv = ["batchchat", *sys.argv[2:]]
+from batchchat.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out), contextlib.suppress(SystemExit):
+    main()
+heavy = ("rich.markdown", "markdown_it", "rich.traceback", "rich.pretty", "anyio", "httpx", "aiohttp", "orjson")
+print(",".join(m for m in heavy if m in sys.modules))
+print(out.getvalue())
+"""
+
+
+def test_help_renders_the_same_without_the_imports_it_does_not_use() -> None:
+    env = {**os.environ, "COLUMNS": "100", "TERMINAL_WIDTH": "100"}
+    for args in (["--help"], ["run", "--help"], []):
+        lean = subprocess.run([sys.executable, "-c", HELP_PROBE, "lean", *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+        eager = subprocess.run([sys.executable, "-c", HELP_PROBE, "eager", *args], capture_output=True,
+                               text=True, env=env, timeout=60)
+        imported, _, text = lean.stdout.partition("\n")
+        assert imported == "", lean.stderr
+        assert text == eager.stdout.partition("\n")[2] and "Usage: batchchat" in text
