@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from batchchat.config import RunSettings, build_settings
 from batchchat.engine import Engine
 from batchchat.summary import Summary
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def settings_for(input: str | Path, output: str | Path | None = None, **options: Any) -> RunSettings:

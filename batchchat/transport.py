@@ -1,10 +1,10 @@
-"""The one HTTP client, and one attempt at one request turned into an outcome.
+"""One attempt at one request turned into an outcome, whichever HTTP client sent it.
 
 Outcomes are types, not flags (as httpx's exceptions are): `Success`, `Retryable` (why, and how long the
 server asked us to wait), `Failed` (this request will not succeed), `Fatal` (no request will: bad key).
-The default sender drives aiohttp directly (the fastest Python client measured here, DESIGN.md);
-`transport="httpx"` selects httpx's own, and an injected `httpx.AsyncClient` (respx in tests, custom
-transports) is driven through the same classification.
+`open_sender` picks the client: aiohttp driven directly by default (`aiohttp_sender`, the fastest Python
+client measured here), or httpx (`httpx_sender`: `transport="httpx"`, or an `httpx.AsyncClient` handed in,
+as respx is in tests). Both classify answers here, so the engine sees the same outcomes from either.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import orjson
 
 from batchchat.secrets import Redactor, Secret
+
+if TYPE_CHECKING:
+    import httpx
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 FATAL_STATUSES = frozenset({401, 403})
@@ -105,27 +107,6 @@ def request_headers(endpoint: EndpointConfig) -> dict[str, str]:
     return headers
 
 
-def build_client(endpoint: EndpointConfig, concurrency: int) -> httpx.AsyncClient:
-    """One `httpx.AsyncClient` on httpx's own transport, pool sized to `concurrency`, headers set."""
-    limits = httpx.Limits(
-        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=30.0
-    )
-    timeout = httpx.Timeout(endpoint.read_timeout, connect=endpoint.connect_timeout, pool=None)
-    params = {"api-version": endpoint.azure_api_version} if endpoint.azure_api_version else None
-    client = httpx.AsyncClient(headers=request_headers(endpoint), params=params, timeout=timeout, limits=limits)
-    client._cookies = _Cookies()  # the same empty jar; the setter would copy it into a plain httpx.Cookies
-    return client
-
-
-class _Cookies(httpx.Cookies):
-    """httpx's cookie jar, minus the ~25 µs it spends per response building urllib shims when no cookie is set."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        headers = response.headers
-        if "set-cookie" in headers or "set-cookie2" in headers:  # the only headers CookieJar reads
-            super().extract_cookies(response)
-
-
 class Sender(Protocol):
     """Sends one attempt and classifies what came back; never raises for HTTP or network trouble."""
 
@@ -144,116 +125,26 @@ def open_sender(endpoint: EndpointConfig, concurrency: int, redactor: Redactor,
 
     Call it from a running event loop (aiohttp binds its session to the loop).
     """
-    if client is not None:
-        return HttpxSender(client, endpoint, redactor, owns_client=False)
-    if endpoint.transport == "httpx":
+    if client is not None or endpoint.transport == "httpx":
+        from batchchat.httpx_sender import HttpxSender, build_client
+
+        if client is not None:
+            return HttpxSender(client, endpoint, redactor, owns_client=False)
         return HttpxSender(build_client(endpoint, concurrency), endpoint, redactor, owns_client=True)
+    from batchchat.aiohttp_sender import AiohttpSender
+
     return AiohttpSender(endpoint, concurrency, redactor)
 
 
-class HttpxSender:
-    """A `Sender` on an `httpx.AsyncClient`: the one to inject for tests (respx) or custom transports."""
-
-    __slots__ = ("_client", "_endpoint", "_owns_client", "_redact", "_urls")
-
-    def __init__(self, client: httpx.AsyncClient, endpoint: EndpointConfig, redactor: Redactor,
-                 owns_client: bool = False) -> None:
-        self._client = client
-        self._endpoint = endpoint
-        self._redact = redactor
-        self._owns_client = owns_client
-        self._urls: dict[str, httpx.URL] = {}  # parsed once: httpx parses a str URL twice per request (~35 µs)
-
-    async def send(self, path: str, content: bytes) -> Outcome:
-        """POST `content` to the endpoint `path` and classify the answer."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self._endpoint.url_for(path))
-        try:
-            response = await self._client.post(url, content=content)
-        except httpx.TimeoutException as exc:
-            return Retryable("timeout", _timeout_message(isinstance(exc, httpx.ConnectTimeout), self._endpoint))
-        except httpx.TransportError as exc:
-            return Retryable("connection", self._redact.text(_describe(exc)))
-        return classify(response.status_code, response.content, response.headers, self._redact, self._endpoint)
-
-    async def aclose(self) -> None:
-        """Close the client if this sender built it."""
-        if self._owns_client:
-            await self._client.aclose()
-
-
-class AiohttpSender:
-    """The default `Sender`: aiohttp directly, about 3x less CPU per request than httpx over the same aiohttp."""
-
-    __slots__ = ("_aiohttp", "_endpoint", "_proxy", "_redact", "_session", "_urls")
-
-    def __init__(self, endpoint: EndpointConfig, concurrency: int, redactor: Redactor) -> None:
-        import aiohttp
-        import yarl
-
-        self._aiohttp = aiohttp
-        self._endpoint = endpoint
-        self._redact = redactor
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency, limit_per_host=0, keepalive_timeout=30.0),
-            headers=request_headers(endpoint),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=endpoint.connect_timeout,
-                                          sock_read=endpoint.read_timeout),
-            cookie_jar=aiohttp.DummyCookieJar(),  # an API sets no cookies; a real jar costs per response
-        )
-        base = yarl.URL(endpoint.base_url)
-        # the environment's proxy, looked up once: aiohttp's trust_env would look it up on every request
-        self._proxy = _env_proxy(base.scheme, base.host or "")
-        self._urls: dict[str, yarl.URL] = {}
-
-    async def send(self, path: str, content: bytes) -> Outcome:
-        """POST `content` to the endpoint `path` and classify the answer."""
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = self._url(path)
-        try:
-            async with self._session.post(url, data=content, proxy=self._proxy) as response:
-                raw = await response.read()
-        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            connect = isinstance(exc, self._aiohttp.ConnectionTimeoutError)
-            return Retryable("timeout", _timeout_message(connect, self._endpoint))
-        except self._aiohttp.ClientError as exc:  # refused, reset, dropped, truncated, unreadable answer
-            return Retryable("connection", self._redact.text(_describe(exc)))
-        return classify(response.status, raw, response.headers, self._redact, self._endpoint)
-
-    def _url(self, path: str) -> Any:
-        import yarl
-
-        url = yarl.URL(self._endpoint.url_for(path))
-        if self._endpoint.azure_api_version:
-            url = url.update_query({"api-version": self._endpoint.azure_api_version})
-        return url
-
-    async def aclose(self) -> None:
-        """Close the session and its connections."""
-        await self._session.close()
-
-
-def _env_proxy(scheme: str, host: str) -> str | None:
-    """The proxy the environment (HTTPS_PROXY, NO_PROXY, ...) names for this scheme and host, as httpx would."""
-    import urllib.request
-
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(host):
-        return None
-    return proxy
-
-
-def _timeout_message(connect: bool, endpoint: EndpointConfig) -> str:
+def timeout_message(connect: bool, endpoint: EndpointConfig) -> str:
     """The same words for a timeout whichever client timed out."""
     if connect:
         return f"timeout: could not connect within {endpoint.connect_timeout:g} s"
     return f"timeout: no answer within {endpoint.read_timeout:g} s"
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """An exception as `Type: message`, for an outcome's message."""
     return f"{type(exc).__name__}: {exc}".rstrip(": ")
 
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 import respx
 
+from batchchat.httpx_sender import HttpxSender, build_client
 from batchchat.secrets import Redactor, Secret
-from batchchat.transport import EndpointConfig, Failed, Fatal, HttpxSender, Retryable, Success, build_client
+from batchchat.transport import EndpointConfig, Failed, Fatal, Retryable, Success
 
 KEY = "sk-unit-secret-key-1234"
 BASE = "http://api.test/v1"
