@@ -21,10 +21,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import orjson
 
 from batchchat.adaptive import AimdController, ConcurrencyGate
@@ -50,6 +49,9 @@ from batchchat.secrets import Redactor
 from batchchat.summary import Counters, Summary
 from batchchat.tokens import PromptEstimator, charged_tokens, completion_cap, prompt_estimate, usage_totals
 from batchchat.transport import Fatal, Outcome, Retryable, Sender, Success, open_sender
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
 _SKIP = 1
@@ -295,7 +297,8 @@ class Engine:
             stack.callback(writer.close)
             progress = Progress(self.counters, self.settings.progress, self.settings.log_interval)
             try:
-                await self._execute(plan, writer, progress)
+                if plan.to_run:  # else all done: no connection to open (nor aiohttp to import)
+                    await self._execute(plan, writer, progress)
             except* OutputWriteError as group:
                 self._exit_code = ExitCode.OUTPUT
                 self._stop_reason = str(group.exceptions[0])
@@ -570,18 +573,26 @@ def _collector_tuned_for_throughput() -> Iterator[None]:
     With thousands of requests in flight, each live request's objects were traversed again by every
     collection: at 4,000 in flight the collector took 3-7 s of a 10 s run (a full collection 200 ms),
     though it freed almost nothing (a run makes ~1,300 cyclic objects in 20,000 requests). Objects alive
-    before the run (imports, the resume index) are frozen out of collections altogether.
+    before the run (imports, the resume index) are frozen out of collections altogether. Runs that overlap
+    in one process (two `arun`s in one loop) tune it once: the first in saves it, the last out restores it.
     """
     import gc
 
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    if not _collector_tuning:
+        _collector_tuning.append(gc.get_threshold())
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+    _collector_tuning.append(None)
     try:
         yield
     finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
+        _collector_tuning.pop()
+        if len(_collector_tuning) == 1:
+            gc.set_threshold(*_collector_tuning.pop())
+            gc.unfreeze()
+
+
+_collector_tuning: list[Any] = []  # the collector's own threshold, then one entry per run in progress
 
 
 class _WorkerPool:

@@ -264,3 +264,26 @@ def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, sim: 
                   on_result=lambda _: seen.append((gc.get_threshold(), gc.get_freeze_count())))
     assert len(seen) == 3 and all(threshold[0] > before[0] and frozen > 0 for threshold, frozen in seen)  # tuned
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # and put back
+
+
+async def test_overlapping_runs_restore_the_collector_once_both_are_done(tmp_path: Path, sim: Simulator) -> None:
+    import gc
+
+    import anyio
+
+    before = gc.get_threshold()
+    first = write_jobs(tmp_path / "first.jsonl", chat_lines(20))  # paced at 20/s: about 1 s
+    second = write_jobs(tmp_path / "second.jsonl", chat_lines(40))  # starts later, ends later: about 2 s
+    first_done = anyio.Event()
+
+    async def run_first() -> None:
+        await batchchat.arun(first, **run_options(sim, rpm=1200))
+        first_done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_first)
+        await anyio.sleep(0.2)
+        tg.start_soon(lambda: batchchat.arun(second, **run_options(sim, rpm=1200)))
+        await first_done.wait()
+        assert gc.get_threshold() != before  # the second run is still going: still tuned
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
