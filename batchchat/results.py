@@ -234,7 +234,7 @@ def _index_line(index: ResumeIndex, path: Path, line_no: int, raw: bytes) -> Non
         else:
             parsed = orjson.loads(raw)
             _record(index, parsed["custom_id"], parsed["error"] is None)
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise UsageError(
             f"{path}:{line_no}: not a batchchat result line; refusing to append to this output (choose another -o)"
         ) from None

@@ -68,6 +68,13 @@ def test_whole_last_line_without_newline_is_kept(tmp_path: Path) -> None:
     assert index.done == {"a", "b"} and out.read_bytes().endswith(b"\n")
 
 
+def test_an_id_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(ok("a") + b'{"id":"x","custom_id":"\xff","error":null}\n')
+    with pytest.raises(UsageError, match=r"out.jsonl:2: not a batchchat result line"):
+        load_resume_index(out)
+
+
 def test_garbage_in_the_middle_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_bytes(ok("a") + b"hello\n" + ok("b"))

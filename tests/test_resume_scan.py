@@ -86,7 +86,7 @@ def _ref_index_line(index: ResumeIndex, path: Path, line_no: int, raw: bytes) ->
         else:
             parsed = orjson.loads(raw)
             _ref_record(index, parsed["custom_id"], parsed["error"] is None)
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+    except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise UsageError(
             f"{path}:{line_no}: not a batchchat result line; refusing to append to this output (choose another -o)"
         ) from None
