@@ -32,7 +32,8 @@ CODES = {
 }
 WHY = {  # and what its message says
     "http_500": "HTTP 500: ", "http_502": "HTTP 502: ", "http_503": "HTTP 503: ", "rate_limited": "HTTP 429: ",
-    "connection": "", "timeout": "timeout: no answer within 0.3 s", "invalid_json": "HTTP 200 with a body that is not JSON",
+    "connection": "", "timeout": "timeout: no answer within 0.3 s",
+    "invalid_json": "HTTP 200 with a body that is not JSON",
 }
 TIMEOUT = "0.3"  # seconds: a hung request is given up after this
 
