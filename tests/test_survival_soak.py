@@ -45,7 +45,7 @@ def test_soak_200k_requests_with_5_percent_faults_in_flat_memory(tmp_path: Path)
     with Simulator.in_subprocess(config) as sim:
         started = time.monotonic()
         proc = start(*run_args(sim.base_url, src, out, "--concurrency", "64", "--timeout", "1", "--summary-json",
-                               summary, "--max-attempts", "6", "--max-wait", "0.02", "--adapt", "off"))
+                               summary, "--max-attempts", "6", "--max-wait", "0.02"))
         try:
             deadline = started + 1800
             while proc.poll() is None and time.monotonic() < deadline:
