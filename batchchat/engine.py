@@ -483,7 +483,7 @@ class Engine:
             prompt, completion = usage_totals(result.usage)
             counters.prompt_tokens += prompt
             counters.completion_tokens += completion
-            counters.latencies.append(result.latency)
+            counters.latencies.add(result.latency)
         else:
             counters.failed += 1
             counters.errors[result.error_code or "error"] += 1

@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+import math
 import time
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+class LatencyHistogram:
+    """Latencies in log-spaced buckets, 0.5% wide, from 0.1 ms to an hour: percentiles in 14 KB at any count.
+
+    Keeping every latency cost 32 bytes a request at the end of a run (a million of them sorted as floats).
+    """
+
+    __slots__ = ("_counts", "count")
+
+    LOWEST = 1e-4  # seconds: faster answers share the first bucket
+    RATIO = 1.005  # each bucket 0.5% wider than the last: a percentile is within 0.25% of the true value
+    BUCKETS = 3500  # up to LOWEST * RATIO**BUCKETS = 3,900 s
+    _SCALE = 1.0 / math.log(RATIO)
+
+    def __init__(self) -> None:
+        self._counts = array("Q", bytes(8 * self.BUCKETS))
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        """Count one latency."""
+        index = int(math.log(seconds / self.LOWEST) * self._SCALE) if seconds > self.LOWEST else 0
+        self._counts[min(index, self.BUCKETS - 1)] += 1
+        self.count += 1
+
+    def percentile(self, q: float) -> float:
+        """The latency (seconds) at quantile `q` (0-1), as the nearest-rank value of the sorted latencies; 0 if none."""
+        if not self.count:
+            return 0.0
+        rank = min(self.count - 1, max(0, round(q * (self.count - 1))))
+        seen = 0
+        for index, count in enumerate(self._counts):
+            seen += count
+            if seen > rank:
+                return self.LOWEST * self.RATIO ** (index + 0.5) if index else self.LOWEST
+        raise AssertionError("unreachable: the counts add up to self.count")
 
 
 @dataclass(slots=True)
@@ -26,20 +63,13 @@ class Counters:
     estimated_prompt_tokens: int = 0  # estimates of the answered requests ...
     estimated_prompt_actual: int = 0  # ... and what their answers' usage said: the estimate's error
     errors: Counter[str] = field(default_factory=Counter)
-    latencies: array = field(default_factory=lambda: array("f"))
+    latencies: LatencyHistogram = field(default_factory=LatencyHistogram)
     started: float = field(default_factory=time.monotonic)
 
     @property
     def done(self) -> int:
         """Requests finished this run (succeeded or failed)."""
         return self.succeeded + self.failed
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
 
 
 @dataclass(slots=True)
@@ -75,7 +105,7 @@ class Summary:
     ) -> Summary:
         """Freeze the live counters into a summary."""
         wall = max(time.monotonic() - counters.started, 1e-9)
-        latencies = sorted(counters.latencies)
+        latencies = counters.latencies
         tokens = counters.prompt_tokens + counters.completion_tokens
         error = None
         if counters.estimated_prompt_actual:
@@ -97,9 +127,9 @@ class Summary:
             wall_seconds=round(wall, 3),
             requests_per_second=round(counters.done / wall, 1),
             tokens_per_minute=round(tokens / wall * 60.0, 1),
-            latency_ms_p50=round(_percentile(latencies, 0.50) * 1000.0, 1),
-            latency_ms_p95=round(_percentile(latencies, 0.95) * 1000.0, 1),
-            latency_ms_p99=round(_percentile(latencies, 0.99) * 1000.0, 1),
+            latency_ms_p50=round(latencies.percentile(0.50) * 1000.0, 1),
+            latency_ms_p95=round(latencies.percentile(0.95) * 1000.0, 1),
+            latency_ms_p99=round(latencies.percentile(0.99) * 1000.0, 1),
             prompt_estimate_error_pct=error,
             errors_by_code=dict(counters.errors.most_common()),
             exit_code=exit_code,
