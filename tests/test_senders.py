@@ -139,3 +139,19 @@ async def test_request_line_and_headers(transport: str) -> None:
     assert "content-type: application/json" in first and "user-agent: batchchat" in first
     assert second.startswith("post /openai/deployments/gpt/chat/completions?api-version=2024-10-21 http/1.1")
     assert f"api-key: {KEY}".lower() in second and "authorization" not in second
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_environment_proxy_is_used_and_no_proxy_obeyed(transport: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bytes] = []
+    async with capture_server(seen) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("NO_PROXY", "")
+        via_proxy = await send_once(transport, "http://api.example.test/v1")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = await send_once(transport, proxy + "/v1")  # the same server, reached without the proxy
+    assert isinstance(via_proxy, Success) and isinstance(direct, Success)
+    first, second = (head.decode("latin-1").lower() for head in seen)
+    assert first.startswith("post http://api.example.test/v1/chat/completions http/1.1")  # a proxy's request line
+    assert second.startswith("post /v1/chat/completions http/1.1")
