@@ -275,7 +275,7 @@ class Engine:
     async def run(self) -> Summary:
         """Prepare, run every request, and return the summary."""
         with ExitStack() as stack:
-            stack.enter_context(_collector_tuned_for_throughput())
+            stack.enter_context(_collector_paused())
             path, display = open_input(self.settings.input, stack)
             output = self.settings.output_path()
             check_output(output, None if self.settings.input == "-" else path)
@@ -343,6 +343,7 @@ class Engine:
                 self._task_group = tg
                 tg.start_soon(self._write_loop, receive, writer, writer_done)
                 tg.start_soon(progress.run)
+                tg.start_soon(_collect_garbage)
                 if self.settings.handle_signals:
                     tg.start_soon(self._watch_signals)
                 try:
@@ -551,6 +552,15 @@ class Engine:
                     self._stop("", grace=None)
 
 
+async def _collect_garbage() -> None:
+    """Collect cyclic garbage every GARBAGE_PERIOD seconds, as the paused collector would have (see below)."""
+    import gc
+
+    while True:
+        await anyio.sleep(GARBAGE_PERIOD)
+        gc.collect()
+
+
 async def _hand_over(results: Any, result: Result) -> bool:
     """Give a result to the writer; shielded, so a result that was paid for is not dropped by a cancel."""
     # a BrokenResourceError means the writer has failed: the run is stopping and the result cannot be recorded
@@ -567,32 +577,34 @@ async def _hand_over(results: Any, result: Result) -> bool:
 
 
 @contextlib.contextmanager
-def _collector_tuned_for_throughput() -> Iterator[None]:
-    """Collect cyclic garbage rarely during a run, then put the collector back as it was.
+def _collector_paused() -> Iterator[None]:
+    """Turn off automatic collection of cyclic garbage for a run (the engine collects every GARBAGE_PERIOD s).
 
-    With thousands of requests in flight, each live request's objects were traversed again by every
-    collection: at 4,000 in flight the collector took 3-7 s of a 10 s run (a full collection 200 ms),
-    though it freed almost nothing (a run makes ~1,300 cyclic objects in 20,000 requests). Objects alive
-    before the run (imports, the resume index) are frozen out of collections altogether. Runs that overlap
-    in one process (two `arun`s in one loop) tune it once: the first in saves it, the last out restores it.
+    With thousands of requests in flight, every automatic collection traversed each live request's objects
+    again: at 4,000 in flight the collector took 3-7 s of a 10 s run (a full collection 200 ms), though it
+    freed almost nothing (a run makes ~1,300 cyclic objects in 20,000 requests). Objects alive before the run
+    (imports, the resume index) are frozen out of collections altogether. Runs that overlap in one process
+    (two `arun`s in one loop) pause it once: the first in saves its state, the last out restores it.
     """
     import gc
 
-    if not _collector_tuning:
-        _collector_tuning.append(gc.get_threshold())
+    if not _collector_state:
+        _collector_state.append(gc.isenabled())
         gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-    _collector_tuning.append(None)
+        gc.disable()
+    _collector_state.append(None)
     try:
         yield
     finally:
-        _collector_tuning.pop()
-        if len(_collector_tuning) == 1:
-            gc.set_threshold(*_collector_tuning.pop())
+        _collector_state.pop()
+        if len(_collector_state) == 1:
             gc.unfreeze()
+            if _collector_state.pop():
+                gc.enable()
 
 
-_collector_tuning: list[Any] = []  # the collector's own threshold, then one entry per run in progress
+_collector_state: list[Any] = []  # whether the collector was on, then one entry per run in progress
+GARBAGE_PERIOD = 10.0  # seconds between the engine's own collections while automatic ones are paused
 
 
 class _WorkerPool:

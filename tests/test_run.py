@@ -254,16 +254,26 @@ def test_sync_run_and_iter_results(tmp_path: Path, sim: Simulator) -> None:
     assert sorted(x["custom_id"] for x in batchchat.iter_results(tmp_path / "o.jsonl")) == [f"r{i}" for i in range(5)]
 
 
-def test_a_run_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, sim: Simulator) -> None:
+def test_a_run_pauses_the_garbage_collector_collects_itself_and_restores_it(
+        tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
 
-    before = gc.get_threshold()
-    seen: list[tuple[tuple[int, int, int], int]] = []
-    src = write_jobs(tmp_path / "in.jsonl", chat_lines(3))
-    batchchat.run(src, tmp_path / "o.jsonl", **run_options(sim),
-                  on_result=lambda _: seen.append((gc.get_threshold(), gc.get_freeze_count())))
-    assert len(seen) == 3 and all(threshold[0] > before[0] and frozen > 0 for threshold, frozen in seen)  # tuned
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # and put back
+    from batchchat import engine
+
+    monkeypatch.setattr(engine, "GARBAGE_PERIOD", 0.1)
+    collections: list[int] = []
+    callback = lambda phase, info: collections.append(info["generation"]) if phase == "stop" else None  # noqa: E731
+    seen: list[tuple[bool, int]] = []
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(10))  # paced at 20/s: about half a second
+    gc.callbacks.append(callback)
+    try:
+        batchchat.run(src, tmp_path / "o.jsonl", **run_options(sim, rpm=1200),
+                      on_result=lambda _: seen.append((gc.isenabled(), gc.get_freeze_count())))
+    finally:
+        gc.callbacks.remove(callback)
+    assert len(seen) == 10 and all(not enabled and frozen > 0 for enabled, frozen in seen)  # paused
+    assert 2 in collections  # the engine's own full collections ran meanwhile
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # and put back
 
 
 async def test_overlapping_runs_restore_the_collector_once_both_are_done(tmp_path: Path, sim: Simulator) -> None:
@@ -271,7 +281,6 @@ async def test_overlapping_runs_restore_the_collector_once_both_are_done(tmp_pat
 
     import anyio
 
-    before = gc.get_threshold()
     first = write_jobs(tmp_path / "first.jsonl", chat_lines(20))  # paced at 20/s: about 1 s
     second = write_jobs(tmp_path / "second.jsonl", chat_lines(40))  # starts later, ends later: about 2 s
     first_done = anyio.Event()
@@ -285,5 +294,5 @@ async def test_overlapping_runs_restore_the_collector_once_both_are_done(tmp_pat
         await anyio.sleep(0.2)
         tg.start_soon(lambda: batchchat.arun(second, **run_options(sim, rpm=1200)))
         await first_done.wait()
-        assert gc.get_threshold() != before  # the second run is still going: still tuned
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+        assert not gc.isenabled()  # the second run is still going: still paused
+    assert gc.isenabled() and gc.get_freeze_count() == 0
