@@ -260,6 +260,7 @@ class Engine:
         self._aimd = AimdController(self._slots, settings.concurrency) if settings.adapt == "on" else None
         self._estimator = PromptEstimator()
         self._stop_reason: str | None = None
+        self._stopping = False
         self._exit_code = ExitCode.OK
         self._dispatch_scope: anyio.CancelScope | None = None
         self._workers_scope: anyio.CancelScope | None = None
@@ -392,6 +393,10 @@ class Engine:
                 self._slots.release()
                 self.counters.in_flight -= 1
                 raise
+            if self._stopping:  # a cancel can miss a task woken in the same loop turn as the stop
+                self._slots.release()
+                self.counters.in_flight -= 1
+                return
             pool.submit((item, prompt, cost))
 
     async def _work(self, job: Job, prompt: int, cost: int, sender: Sender, results: Any) -> None:
@@ -516,6 +521,7 @@ class Engine:
 
     def _stop(self, reason: str, grace: float | None) -> None:
         """Stop dispatching now; give in-flight requests `grace` seconds (None: cancel them now)."""
+        self._stopping = True
         if self._stop_reason is None and reason:
             self._stop_reason = reason
         if self._dispatch_scope is not None:
