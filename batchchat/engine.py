@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
+GARBAGE_PERIOD = 10.0  # seconds between the engine's own collections while automatic ones are paused
 _SKIP = 1
 
 
@@ -387,15 +388,15 @@ class Engine:
                 continue
             await self._slots.acquire()
             self.counters.in_flight += 1
+            admitted = False
             try:
                 await self._limiter.acquire(cost)
-            except BaseException:
-                self._slots.release()
-                self.counters.in_flight -= 1
-                raise
-            if self._stopping:  # a cancel can miss a task woken in the same loop turn as the stop
-                self._slots.release()
-                self.counters.in_flight -= 1
+                admitted = not self._stopping  # a cancel can miss a task woken in the same loop turn as the stop
+            finally:
+                if not admitted:
+                    self._slots.release()
+                    self.counters.in_flight -= 1
+            if not admitted:
                 return
             pool.submit((item, prompt, cost))
 
@@ -610,7 +611,6 @@ def _collector_paused() -> Iterator[None]:
 
 
 _collector_state: list[Any] = []  # whether the collector was on, then one entry per run in progress
-GARBAGE_PERIOD = 10.0  # seconds between the engine's own collections while automatic ones are paused
 
 
 class _WorkerPool:
