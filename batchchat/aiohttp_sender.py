@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import urllib.request
+
+import aiohttp
+import yarl
 
 from batchchat.secrets import Redactor
 from batchchat.transport import EndpointConfig, Outcome, Retryable, classify, describe, request_headers, timeout_message
@@ -11,13 +14,9 @@ from batchchat.transport import EndpointConfig, Outcome, Retryable, classify, de
 class AiohttpSender:
     """The default `Sender`: aiohttp driven directly, half the CPU per request of httpx over the same aiohttp."""
 
-    __slots__ = ("_aiohttp", "_endpoint", "_proxy", "_redact", "_session", "_urls")
+    __slots__ = ("_endpoint", "_proxy", "_redact", "_session", "_urls")
 
     def __init__(self, endpoint: EndpointConfig, concurrency: int, redactor: Redactor) -> None:
-        import aiohttp
-        import yarl
-
-        self._aiohttp = aiohttp
         self._endpoint = endpoint
         self._redact = redactor
         self._session = aiohttp.ClientSession(
@@ -36,24 +35,16 @@ class AiohttpSender:
         """POST `content` to the endpoint `path` and classify the answer."""
         url = self._urls.get(path)
         if url is None:
-            url = self._urls[path] = self._url(path)
+            url = self._urls[path] = yarl.URL(self._endpoint.url_for(path))
         try:
             async with self._session.post(url, data=content, proxy=self._proxy) as response:
                 raw = await response.read()
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            connect = isinstance(exc, self._aiohttp.ConnectionTimeoutError)
+            connect = isinstance(exc, aiohttp.ConnectionTimeoutError)
             return Retryable("timeout", timeout_message(connect, self._endpoint))
-        except self._aiohttp.ClientError as exc:  # refused, reset, dropped, truncated, unreadable answer
+        except aiohttp.ClientError as exc:  # refused, reset, dropped, truncated, unreadable answer
             return Retryable("connection", self._redact.text(describe(exc)))
         return classify(response.status, raw, response.headers, self._redact, self._endpoint)
-
-    def _url(self, path: str) -> Any:
-        import yarl
-
-        url = yarl.URL(self._endpoint.url_for(path))
-        if self._endpoint.azure_api_version:
-            url = url.update_query({"api-version": self._endpoint.azure_api_version})
-        return url
 
     async def aclose(self) -> None:
         """Close the session and its connections."""
@@ -62,8 +53,6 @@ class AiohttpSender:
 
 def _env_proxy(scheme: str, host: str) -> str | None:
     """The proxy the environment (HTTPS_PROXY, NO_PROXY, ...) names for this scheme and host, as httpx would."""
-    import urllib.request
-
     proxies = urllib.request.getproxies()
     proxy = proxies.get(scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(host):

@@ -14,8 +14,7 @@ def build_client(endpoint: EndpointConfig, concurrency: int) -> httpx.AsyncClien
         max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=30.0
     )
     timeout = httpx.Timeout(endpoint.read_timeout, connect=endpoint.connect_timeout, pool=None)
-    params = {"api-version": endpoint.azure_api_version} if endpoint.azure_api_version else None
-    client = httpx.AsyncClient(headers=request_headers(endpoint), params=params, timeout=timeout, limits=limits)
+    client = httpx.AsyncClient(headers=request_headers(endpoint), timeout=timeout, limits=limits)
     client._cookies = _Cookies()  # the same empty jar; the setter would copy it into a plain httpx.Cookies
     return client
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 import orjson
 
@@ -40,12 +41,13 @@ class EndpointConfig:
     transport: str = "aiohttp"  # or "httpx"
 
     def url_for(self, path: str) -> str:
-        """The absolute URL of an endpoint path such as `/v1/chat/completions`."""
+        """The absolute URL of an endpoint path such as `/v1/chat/completions`, Azure's api-version included."""
         base = self.base_url.rstrip("/")
+        if not self.azure_api_version:
+            return base + (path[3:] if base.endswith("/v1") and path.startswith("/v1/") else path)
         # Azure's deployment URLs (.../openai/deployments/NAME) take the path without the /v1
-        if path.startswith("/v1/") and (base.endswith("/v1") or self.azure_api_version):
-            path = path[3:]
-        return base + path
+        path = path[3:] if path.startswith("/v1/") else path
+        return f"{base}{path}?api-version={quote(self.azure_api_version, safe='')}"
 
 
 @dataclass(slots=True)

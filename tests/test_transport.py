@@ -138,9 +138,9 @@ def test_url_joining() -> None:
         "http://h/openai/v1/chat/completions")
     azure = "https://n.openai.azure.com/openai"
     assert EndpointConfig(base_url=f"{azure}/deployments/gpt", azure_api_version="2024-10-21").url_for(
-        "/v1/chat/completions") == f"{azure}/deployments/gpt/chat/completions"
+        "/v1/chat/completions") == f"{azure}/deployments/gpt/chat/completions?api-version=2024-10-21"
     assert EndpointConfig(base_url=f"{azure}/v1", azure_api_version="preview").url_for(
-        "/v1/embeddings") == f"{azure}/v1/embeddings"
+        "/v1/embeddings") == f"{azure}/v1/embeddings?api-version=preview"
 
 
 def test_secret_never_shows_itself() -> None:
