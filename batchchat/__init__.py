@@ -15,21 +15,21 @@ from batchchat._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from batchchat.api import arun, run, settings_for
-    from batchchat.config import RunSettings
+    from batchchat.config.settings import RunSettings
     from batchchat.errors import BatchchatError, ExitCode
-    from batchchat.results import iter_results
-    from batchchat.summary import Summary
+    from batchchat.output.lines import iter_results
+    from batchchat.report.summary import Summary
 
 # Imported on first use, so that `batchchat --help` does not pay for httpx and aiohttp.
 _PUBLIC = {
     "arun": "batchchat.api",
     "run": "batchchat.api",
     "settings_for": "batchchat.api",
-    "RunSettings": "batchchat.config",
+    "RunSettings": "batchchat.config.settings",
     "BatchchatError": "batchchat.errors",
     "ExitCode": "batchchat.errors",
-    "iter_results": "batchchat.results",
-    "Summary": "batchchat.summary",
+    "iter_results": "batchchat.output.lines",
+    "Summary": "batchchat.report.summary",
 }
 __all__ = ["BatchchatError", "ExitCode", "RunSettings", "Summary", "arun", "iter_results", "run", "settings_for"]
 __version__ = "0.1.0"

@@ -1,23 +1,30 @@
-"""The library face: run a job from Python, sync or async, and read results back."""
+"""The one face of batchchat, shared by the CLI and library users: run a job (sync or async), check a file,
+read results back. Each CLI command maps its flags to one function here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from batchchat.config import RunSettings, build_settings
-from batchchat.engine import Engine
-from batchchat.summary import Summary
+from batchchat.config.load import build_settings
+from batchchat.config.settings import RunSettings
+from batchchat.report.summary import Summary
 
 if TYPE_CHECKING:
     import httpx
 
+    from batchchat.input.plan import Plan
+
 
 def settings_for(input: str | Path, output: str | Path | None = None, **options: Any) -> RunSettings:
-    """Build `RunSettings` from keyword options named like the CLI flags (`rpm=`, `base_url=`, ...)."""
+    """Build `RunSettings` from keyword options named like the CLI flags (`rpm=`, `base_url=`, ...).
+
+    A name that is not an option, or a value of the wrong type, raises `UsageError` naming it.
+    """
     return build_settings({"input": str(input), "output": output, **options})
 
 
@@ -32,8 +39,10 @@ async def arun(
     """Run a job inside a running event loop (asyncio) and return its summary.
 
     `on_result` is called with each output line (as a dict) once it is written; `client` replaces the
-    built-in httpx client (for tests or custom transports).
+    built-in HTTP client (for tests or custom transports). Raises `BatchchatError` (with `.exit_code`).
     """
+    from batchchat.online.engine import Engine
+
     settings = input if isinstance(input, RunSettings) else settings_for(input, output, **options)
     return await Engine(settings, client=client, on_result=on_result).run()
 
@@ -41,6 +50,16 @@ async def arun(
 def run(input: str | Path | RunSettings, output: str | Path | None = None, **options: Any) -> Summary:
     """Run a job to the end and return its summary (blocking; starts its own event loop)."""
     return anyio.run(lambda: arun(input, output, **options), backend_options=backend_options())
+
+
+def validate(input: str | Path, **options: Any) -> Plan:
+    """Check a job file without sending anything: the plan (valid and invalid lines, token estimate)."""
+    from batchchat.input.plan import open_input, scan
+
+    settings = build_settings({"input": str(input), **options}, environ={})
+    with ExitStack() as stack:
+        path, display = open_input(settings.input, stack)
+        return scan(path, display, settings, set(), set())
 
 
 def backend_options() -> dict[str, Any]:

@@ -40,6 +40,12 @@ class OutputWriteError(BatchchatError):
     exit_code = ExitCode.OUTPUT
 
 
+class ResultCallbackError(BatchchatError):
+    """A library caller's `on_result` callback raised: the run stopped (the exception is the `__cause__`)."""
+
+    exit_code = ExitCode.OUTPUT
+
+
 class FatalEndpointError(BatchchatError):
     """The endpoint refused the key (401/403) or does not exist: no further request can succeed."""
 

@@ -20,11 +20,11 @@ from typing import Any
 import anyio
 import orjson
 
-from batchchat.config import RunSettings
-from batchchat.engine import Engine
+from batchchat.config.settings import RetryPolicy, RunSettings
 from batchchat.errors import UsageError
-from batchchat.jobs import Job, iter_raw_lines, parse_line
-from batchchat.retry import RetryPolicy
+from batchchat.input.parse import Job, parse_line
+from batchchat.input.reader import iter_raw_lines
+from batchchat.online.engine import Engine
 
 DEFAULT_LEVELS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 

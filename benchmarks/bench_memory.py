@@ -21,7 +21,7 @@ SCAN_CODE = """
 import resource, sys, time
 from pathlib import Path
 from batchchat.api import settings_for
-from batchchat.engine import scan
+from batchchat.input.plan import scan
 p = Path(sys.argv[1])
 s = settings_for(str(p), str(p) + ".out", base_url="http://127.0.0.1:9/v1")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

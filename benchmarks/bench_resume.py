@@ -1,6 +1,6 @@
 """5. Resume: start a run whose output already holds every id done; time and RSS of a run with nothing to do.
 
-The done output is generated with `batchchat.results.encode_result`, each line shaped like a real answer.
+The done output is generated with `batchchat.output.lines.encode_result`, each line shaped like a real answer.
 The run is the CLI, `batchchat run IN -o OUT --base-url ... --progress off`, so it includes interpreter start-up.
 """
 
@@ -14,7 +14,7 @@ from benchmarks.common import PYTHON, Section, log, run_process, simulator, tabl
 
 
 def write_done_output(path: Path, n: int) -> None:
-    from batchchat.results import Result, encode_result
+    from batchchat.output.lines import Result, encode_result
 
     usage = {"prompt_tokens": 13, "completion_tokens": 16, "total_tokens": 29}
     with path.open("wb") as out:

@@ -27,8 +27,9 @@ HEAD, TAIL = 5, 3
 def _cost(words: int, max_tokens: int) -> int:
     import orjson
 
-    from batchchat.jobs import JobDefaults, parse_line
-    from batchchat.tokens import completion_cap, prompt_estimate
+    from batchchat.config.settings import JobDefaults
+    from batchchat.input.parse import parse_line
+    from batchchat.pacing.tokens import completion_cap, prompt_estimate
     from benchmarks.common import chat_body
 
     raw = orjson.dumps({"custom_id": "x", "method": "POST", "url": "/v1/chat/completions",

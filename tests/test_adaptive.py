@@ -11,12 +11,13 @@ import anyio
 from helpers import chat_lines, run_options, write_jobs
 
 import batchchat
-from batchchat.adaptive import AimdController, ConcurrencyGate
-from batchchat.headers import RateLimitHeaders
-from batchchat.jobs import CHAT, Job
-from batchchat.limiter import RateLimiter
+from batchchat.config.settings import CHAT
+from batchchat.input.parse import Job
+from batchchat.pacing.adaptive import AimdController, ConcurrencyGate
+from batchchat.pacing.headers import RateLimitHeaders
+from batchchat.pacing.limiter import RateLimiter
+from batchchat.pacing.tokens import PromptEstimator
 from batchchat.simulator import Simulator
-from batchchat.tokens import PromptEstimator
 
 
 def test_headers_are_read_and_absent_headers_say_so() -> None:

@@ -8,21 +8,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from batchchat import jobs
-from batchchat.jobs import (
-    CHAT,
-    EMBEDDINGS,
-    RESPONSES,
-    InvalidLine,
-    Job,
-    JobDefaults,
-    block_lines,
-    iter_blocks,
-    iter_raw_lines,
-    leading_ids,
-    parse_line,
-    read_jobs,
-)
+from batchchat.config.settings import CHAT, EMBEDDINGS, RESPONSES, JobDefaults
+from batchchat.input import reader as jobs
+from batchchat.input.parse import InvalidLine, Job, parse_line, read_jobs
+from batchchat.input.reader import block_lines, iter_blocks, iter_raw_lines, leading_ids
 
 DEFAULTS = JobDefaults(model="m-default", system="Be brief.", max_tokens=50, temperature=0.3)
 
@@ -126,7 +115,7 @@ def test_invalid_line_keeps_its_custom_id() -> None:
 
 
 def test_huge_line_is_rejected_without_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("batchchat.jobs.MAX_LINE_BYTES", 100)
+    monkeypatch.setattr("batchchat.input.parse.MAX_LINE_BYTES", 100)
     bad = parse({"prompt": "x" * 200})
     assert isinstance(bad, InvalidLine) and "bytes" in bad.reason
 

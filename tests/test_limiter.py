@@ -11,7 +11,7 @@ import time
 import anyio
 import pytest
 
-from batchchat.limiter import RateLimiter
+from batchchat.pacing.limiter import RateLimiter
 
 
 async def _acquire_all(limiter: RateLimiter, n: int, tokens: int = 1) -> float:

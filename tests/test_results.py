@@ -11,15 +11,11 @@ import orjson
 import pytest
 
 from batchchat.errors import OutputLockedError, OutputWriteError, UsageError
-from batchchat.results import (
-    Result,
-    ResultWriter,
-    RunLock,
-    compact,
-    encode_result,
-    iter_results,
-    load_resume_index,
-)
+from batchchat.output.compact import compact
+from batchchat.output.lines import Result, encode_result, iter_results
+from batchchat.output.lock import RunLock
+from batchchat.output.resume import load_resume_index
+from batchchat.output.writer import ResultWriter
 
 
 def ok(custom_id: str) -> bytes:
@@ -110,7 +106,7 @@ def test_writer_reports_a_full_disk(tmp_path: Path) -> None:
     script = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from batchchat.results import ResultWriter\n"
+        "from batchchat.output.writer import ResultWriter\n"
         "from batchchat.errors import OutputWriteError\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))\n"
         "w = ResultWriter(Path(sys.argv[1])); w.open()\n"
@@ -125,7 +121,7 @@ def test_lock_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from batchchat.results import RunLock\n"
+         "import sys, time; from pathlib import Path; from batchchat.output.lock import RunLock\n"
          "RunLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(30)", str(out)],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -18,13 +18,16 @@ from typing import Any
 import orjson
 import pytest
 
-from batchchat import jobs
-from batchchat.config import RunSettings, build_settings
-from batchchat.engine import Plan, scan
+from batchchat.config.load import build_settings
+from batchchat.config.settings import RunSettings
 from batchchat.errors import UsageError
-from batchchat.jobs import InvalidLine, derived_id, iter_raw_lines, parse_line
-from batchchat.results import Result, ResumeIndex, encode_result, load_resume_index
-from batchchat.tokens import completion_cap, prompt_estimate
+from batchchat.input import reader as jobs
+from batchchat.input.parse import InvalidLine, derived_id, parse_line
+from batchchat.input.plan import Plan, scan
+from batchchat.input.reader import iter_raw_lines
+from batchchat.output.lines import Result, encode_result
+from batchchat.output.resume import ResumeIndex, load_resume_index
+from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
 CASES = 400
 BLOCK_SIZES = (1, 7, 64, 300, 4096, 1 << 20)
@@ -328,7 +331,7 @@ def test_every_line_done_is_skipped_block_by_block(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(jobs, "BLOCK_BYTES", 4096)
     settings = build_settings({"input": str(src)}, environ={})
     parsed: list[int] = []
-    monkeypatch.setattr("batchchat.engine.parse_line", lambda raw, line_no, defaults: parsed.append(line_no))
+    monkeypatch.setattr("batchchat.input.plan.parse_line", lambda raw, line_no, defaults: parsed.append(line_no))
     plan = scan(src, "in", settings, set(ids), set())
     assert (plan.skipped, plan.to_run, plan.last_line, parsed) == (500, 0, 0, [])
     assert all(plan.skip[1:501])
@@ -350,7 +353,7 @@ def test_a_clean_output_is_read_block_by_block(tmp_path: Path, monkeypatch: pyte
     out.write_bytes(b"".join(result_line(f"r{i}", i % 3 != 0) for i in range(300)) + result_line("r0", True))
     monkeypatch.setattr(jobs, "BLOCK_BYTES", 4096)
     parsed: list[bytes] = []
-    monkeypatch.setattr("batchchat.results._index_line", lambda index, path, line_no, raw: parsed.append(raw))
+    monkeypatch.setattr("batchchat.output.resume._index_line", lambda index, path, line_no, raw: parsed.append(raw))
     index = load_resume_index(out)
     assert parsed == [] and index.lines == 301 and index.repair is None
     assert index.done == {f"r{i}" for i in range(300) if i % 3} | {"r0"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from tenacity import RetryCallState
 
-from batchchat.retry import RetryPolicy, retry_after_failure
-from batchchat.transport import Failed, Outcome, Retryable, Success
+from batchchat.config.settings import RetryPolicy
+from batchchat.http.outcomes import Failed, Outcome, Retryable, Success
+from batchchat.http.retry import backoff_wait, retry_after_failure
 
 
 def _state(attempt_number: int, outcome: Outcome) -> RetryCallState:
@@ -18,14 +19,14 @@ def _state(attempt_number: int, outcome: Outcome) -> RetryCallState:
 
 def test_wait_obeys_retry_after_and_caps_it() -> None:
     policy = RetryPolicy(max_wait=5.0)
-    assert policy.wait_for(_state(1, Retryable("rate_limited", "", 429, retry_after=2.5))) == 2.5
-    assert policy.wait_for(_state(1, Retryable("rate_limited", "", 429, retry_after=99))) == 5.0
+    assert backoff_wait(policy, _state(1, Retryable("rate_limited", "", 429, retry_after=2.5))) == 2.5
+    assert backoff_wait(policy, _state(1, Retryable("rate_limited", "", 429, retry_after=99))) == 5.0
 
 
 @pytest.mark.parametrize(("attempt", "low", "high"), [(1, 0.375, 0.5), (2, 0.75, 1.0), (3, 1.5, 2.0), (9, 6.0, 8.0)])
 def test_backoff_doubles_with_jitter_up_to_the_cap(attempt: int, low: float, high: float) -> None:
     policy = RetryPolicy(backoff_base=0.5, backoff_max=8.0)
-    waits = [policy.wait_for(_state(attempt, Retryable("http_500", ""))) for _ in range(50)]
+    waits = [backoff_wait(policy, _state(attempt, Retryable("http_500", ""))) for _ in range(50)]
     assert all(low <= w <= high for w in waits)
     assert max(waits) - min(waits) > 0  # jittered
 
@@ -85,3 +86,49 @@ async def test_single_attempt_policy_returns_the_first_outcome() -> None:
 
     first = Retryable("http_500", "x")
     assert await retry_after_failure(first, attempt, RetryPolicy(max_attempts=1), 0.0) is first
+
+
+async def _no_sleep(seconds: float) -> None:
+    """The instant-retry seam: tests never really wait out a backoff."""
+
+
+async def test_the_sleep_seam_makes_backoff_instant_and_sees_every_wait() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def attempt() -> Outcome:
+        return Retryable("http_500", "again")
+
+    policy = RetryPolicy(max_attempts=4, backoff_base=1.0, backoff_max=60.0)
+    await retry_after_failure(Retryable("http_500", "first"), attempt, policy, 0.0, sleep=sleep)
+    assert len(waits) == 3 and 0.75 <= waits[0] <= 1.0 and 3.0 <= waits[2] <= 4.0
+
+
+async def test_a_retry_whose_backoff_saw_the_run_stop_is_not_sent() -> None:
+    stopping = [False]
+    calls: list[int] = []
+
+    async def sleep(seconds: float) -> None:
+        stopping[0] = True  # a rejected key or a signal arrives while this request backs off
+
+    async def attempt() -> Outcome:
+        calls.append(1)
+        return Retryable("http_500", "again")
+
+    outcome = await retry_after_failure(Retryable("http_500", "first"), attempt, RetryPolicy(max_attempts=5), 0.0,
+                                        stopped=lambda: stopping[0], sleep=sleep)
+    assert calls == [] and isinstance(outcome, Retryable) and outcome.message == "first"
+
+
+async def test_retries_go_on_while_the_run_is_not_stopping() -> None:
+    calls: list[int] = []
+
+    async def attempt() -> Outcome:
+        calls.append(1)
+        return Retryable("http_500", "again")
+
+    await retry_after_failure(Retryable("http_500", "first"), attempt, RetryPolicy(max_attempts=5), 0.0,
+                              stopped=lambda: False, sleep=_no_sleep)
+    assert len(calls) == 4

@@ -139,7 +139,7 @@ async def test_a_rejected_key_stops_the_run(
     src = write_jobs(tmp_path / "in.jsonl", chat_lines(200))
     messages: list[str] = []
     settings = batchchat.settings_for(src, **run_options(sim, concurrency=4))
-    from batchchat.engine import Engine
+    from batchchat.online.engine import Engine
 
     summary = await Engine(settings, echo=messages.append).run()
     assert summary.exit_code == 3
@@ -254,45 +254,46 @@ def test_sync_run_and_iter_results(tmp_path: Path, sim: Simulator) -> None:
     assert sorted(x["custom_id"] for x in batchchat.iter_results(tmp_path / "o.jsonl")) == [f"r{i}" for i in range(5)]
 
 
-def test_a_run_pauses_the_garbage_collector_collects_itself_and_restores_it(
-        tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_library_run_leaves_the_host_s_garbage_collector_alone(tmp_path: Path, sim: Simulator) -> None:
     import gc
 
-    from batchchat import engine
-
-    monkeypatch.setattr(engine, "GARBAGE_PERIOD", 0.1)
-    collections: list[int] = []
-    callback = lambda phase, info: collections.append(info["generation"]) if phase == "stop" else None  # noqa: E731
     seen: list[tuple[bool, int]] = []
-    src = write_jobs(tmp_path / "in.jsonl", chat_lines(10))  # paced at 20/s: about half a second
-    gc.callbacks.append(callback)
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(10))
+    gc.freeze()  # the host's own freeze, which a run must not undo
+    frozen = gc.get_freeze_count()
     try:
-        batchchat.run(src, tmp_path / "o.jsonl", **run_options(sim, rpm=1200),
+        batchchat.run(src, tmp_path / "o.jsonl", **run_options(sim),
                       on_result=lambda _: seen.append((gc.isenabled(), gc.get_freeze_count())))
+        assert len(seen) == 10 and all(enabled for enabled, _ in seen)  # never paused
+        assert gc.get_freeze_count() > 0.9 * frozen  # still frozen (unfreeze() would make it 0)
     finally:
-        gc.callbacks.remove(callback)
-    assert len(seen) == 10 and all(not enabled and frozen > 0 for enabled, frozen in seen)  # paused
-    assert 2 in collections  # the engine's own full collections ran meanwhile
-    assert gc.isenabled() and gc.get_freeze_count() == 0  # and put back
+        gc.unfreeze()
 
 
-async def test_overlapping_runs_restore_the_collector_once_both_are_done(tmp_path: Path, sim: Simulator) -> None:
+def test_the_cli_s_collector_pause_freezes_pauses_and_restores() -> None:
+    import gc
+
+    from batchchat.online.collector import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+async def test_the_cli_s_periodic_collection_runs_full_collections() -> None:
     import gc
 
     import anyio
 
-    first = write_jobs(tmp_path / "first.jsonl", chat_lines(20))  # paced at 20/s: about 1 s
-    second = write_jobs(tmp_path / "second.jsonl", chat_lines(40))  # starts later, ends later: about 2 s
-    first_done = anyio.Event()
+    from batchchat.online.collector import collect_periodically
 
-    async def run_first() -> None:
-        await batchchat.arun(first, **run_options(sim, rpm=1200))
-        first_done.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_first)
-        await anyio.sleep(0.2)
-        tg.start_soon(lambda: batchchat.arun(second, **run_options(sim, rpm=1200)))
-        await first_done.wait()
-        assert not gc.isenabled()  # the second run is still going: still paused
-    assert gc.isenabled() and gc.get_freeze_count() == 0
+    collections: list[int] = []
+    callback = lambda phase, info: collections.append(info["generation"]) if phase == "stop" else None  # noqa: E731
+    gc.callbacks.append(callback)
+    try:
+        with anyio.move_on_after(0.35):
+            await collect_periodically(0.1)
+    finally:
+        gc.callbacks.remove(callback)
+    assert collections.count(2) >= 2

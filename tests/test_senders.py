@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from batchchat.config.settings import EndpointConfig
+from batchchat.http.outcomes import Failed, Fatal, Outcome, Retryable, Success
+from batchchat.http.sender import open_sender
 from batchchat.secrets import Redactor, Secret
 from batchchat.simulator import Simulator
-from batchchat.transport import EndpointConfig, Failed, Fatal, Outcome, Retryable, Success, open_sender
 
 KEY = "sk-sender-secret-0123456789"
 TRANSPORTS = ["aiohttp", "httpx"]

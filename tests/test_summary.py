@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from batchchat.summary import LatencyHistogram
+from batchchat.report.counters import LatencyHistogram
 
 
 def exact(values: list[float], q: float) -> float:

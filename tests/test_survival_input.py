@@ -113,8 +113,11 @@ CASES: list[Case] = [
     Case("invalid-utf8", "bytes `ff fe` inside a line (invalid UTF-8)", 1, "in.jsonl:1: line is not valid UTF-8",
          b'{"custom_id": "bad", "model": "m\xff\xfe", ' + MSG.encode() + b"}", line=True),
     Case("line-10mb", "a 10 MB line (the limit is 8 MiB)", 1,
-         "in.jsonl:1: line is 10,485,8", b'{"model": "m", "messages": [{"role": "user", "content": "'
-         + b"x" * (10 * 1024 * 1024) + b'"}]}', line=True),
+         "in.jsonl:1: line is longer than the 8,388,608 bytes allowed",
+         b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * (10 * 1024 * 1024) + b'"}]}',
+         line=True),
+    Case("line-20mb-no-newline", "a 20 MB line with no newline at all, then nothing", 2,
+         "in.jsonl:1: line is longer than the 8,388,608 bytes allowed", b"x" * (20 * 1024 * 1024)),
     Case("over-token-budget", '`"max_tokens": 5000` with `--tpm 1000`', 1,
          "the request is estimated at 5,0", j('{"custom_id": "bad", "model": "m", "max_tokens": 5000, ' + MSG + "}"),
          args=("--tpm", "1000"), line=True, in_output_only=True, error_code="request_too_large"),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from batchchat.jobs import CHAT, EMBEDDINGS, RESPONSES, Job
-from batchchat.tokens import (
+from batchchat.config.settings import CHAT, EMBEDDINGS, RESPONSES
+from batchchat.input.parse import Job
+from batchchat.pacing.tokens import (
     DEFAULT_COMPLETION_CAP,
     charged_tokens,
     completion_cap,

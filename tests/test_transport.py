@@ -10,9 +10,10 @@ import httpx
 import pytest
 import respx
 
-from batchchat.httpx_sender import HttpxSender, build_client
+from batchchat.config.settings import EndpointConfig
+from batchchat.http.httpx_sender import HttpxSender, build_client
+from batchchat.http.outcomes import Failed, Fatal, Retryable, Success
 from batchchat.secrets import Redactor, Secret
-from batchchat.transport import EndpointConfig, Failed, Fatal, Retryable, Success
 
 KEY = "sk-unit-secret-key-1234"
 BASE = "http://api.test/v1"

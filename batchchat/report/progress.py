@@ -9,7 +9,7 @@ from typing import TextIO
 
 import anyio
 
-from batchchat.summary import Counters
+from batchchat.report.counters import Counters
 
 
 class _Rates:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import httpx
 
+from batchchat.config.settings import EndpointConfig
+from batchchat.http.outcomes import Outcome, Retryable, classify
+from batchchat.http.request import describe, request_headers, timeout_message
 from batchchat.secrets import Redactor
-from batchchat.transport import EndpointConfig, Outcome, Retryable, classify, describe, request_headers, timeout_message
 
 
 def build_client(endpoint: EndpointConfig, concurrency: int) -> httpx.AsyncClient:

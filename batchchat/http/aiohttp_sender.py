@@ -7,8 +7,10 @@ import urllib.request
 import aiohttp
 import yarl
 
+from batchchat.config.settings import EndpointConfig
+from batchchat.http.outcomes import Outcome, Retryable, classify
+from batchchat.http.request import describe, request_headers, timeout_message
 from batchchat.secrets import Redactor
-from batchchat.transport import EndpointConfig, Outcome, Retryable, classify, describe, request_headers, timeout_message
 
 
 class AiohttpSender:

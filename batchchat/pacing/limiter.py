@@ -21,7 +21,7 @@ import time
 import anyio
 from aiolimiter import AsyncLimiter
 
-from batchchat.headers import RateLimitHeaders
+from batchchat.pacing.headers import RateLimitHeaders
 
 PROBE_PATIENCE = 5.0  # seconds the first request of an auto-mode run is waited for alone
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchchat.jobs import CHAT, COMPLETIONS, EMBEDDINGS, MAX_TOKENS_FIELDS, RESPONSES, Job
+from batchchat.config.settings import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES
+from batchchat.input.parse import MAX_TOKENS_FIELDS, Job
 
 CHARS_PER_TOKEN = 4.0
 TOKENS_PER_MESSAGE = 4

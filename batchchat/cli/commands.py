@@ -76,15 +76,19 @@ def run(
     sim_fault: Annotated[list[str] | None, typer.Option(help="Simulator fault KIND=RATE, e.g. 500=0.05 (repeatable).", rich_help_panel=_SIM)] = None,  # noqa: E501
 ) -> None:
     """Send every request in INPUT and stream each result, with its usage, to the output as it finishes."""
-    import anyio
+    from batchchat import api
+    from batchchat.online.collector import collector_paused
 
-    from batchchat.api import backend_options
-    from batchchat.config import build_settings
-    from batchchat.engine import Engine
-
-    options: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("config",) and not k.startswith("sim")}
-    options["strict"] = strict or None
-    options["handle_signals"] = True
+    options: dict[str, Any] = {
+        "input": input, "output": output, "base_url": base_url, "api_key_env": api_key_env,
+        "azure_api_version": azure_api_version, "header": header, "timeout": timeout,
+        "connect_timeout": connect_timeout, "transport": transport, "rpm": rpm, "tpm": tpm,
+        "concurrency": concurrency, "max_attempts": max_attempts, "deadline": deadline,
+        "backoff_base": backoff_base, "backoff_max": backoff_max, "max_wait": max_wait, "adapt": adapt,
+        "grace": grace, "model": model, "system": system, "max_tokens": max_tokens, "temperature": temperature,
+        "endpoint": endpoint, "strict": strict or None, "progress": progress, "log_interval": log_interval,
+        "summary_json": summary_json, "handle_signals": True,
+    }
     with ExitStack() as stack:
         try:
             if simulate:
@@ -93,8 +97,9 @@ def run(
                 options["base_url"] = sim.base_url
                 options["api_key"] = SIMULATED_KEY
                 typer.echo(f"batchchat: simulator listening on {sim.base_url}", err=True)
-            settings = build_settings(options, config_file=config)
-            summary = anyio.run(Engine(settings).run, backend_options=backend_options())
+            settings = api.build_settings(options, config_file=config)
+            with collector_paused():  # the CLI owns this process; a library caller's is never touched
+                summary = api.run(settings)
         except BatchchatError as error:
             raise _fail(error) from None
         except KeyboardInterrupt:
@@ -113,17 +118,14 @@ def validate(
     endpoint: Annotated[str | None, typer.Option(help="Endpoint for bare bodies.")] = None,
 ) -> None:
     """Check INPUT without sending anything: every bad line (file:line: field: reason) and the token estimate."""
-    from batchchat.config import build_settings
-    from batchchat.engine import describe_invalid, open_input, scan
+    from batchchat import api
+    from batchchat.input.plan import describe_invalid
 
     try:
-        settings = build_settings({"input": input, "model": model, "system": system, "max_tokens": max_tokens,
-                                   "endpoint": endpoint}, environ={})
-        with ExitStack() as stack:
-            path, display = open_input(settings.input, stack)
-            plan = scan(path, display, settings, set(), set())
+        plan = api.validate(input, model=model, system=system, max_tokens=max_tokens, endpoint=endpoint)
     except BatchchatError as error:
         raise _fail(error) from None
+    display = plan.display
     if plan.invalid_count:
         typer.echo(describe_invalid(plan), err=True)
     typer.echo(f"{display}: {plan.valid:,} valid requests, {plan.invalid_count:,} invalid lines, "
@@ -154,8 +156,8 @@ def tune(
     import anyio
 
     from batchchat.api import backend_options
-    from batchchat.config import build_settings
-    from batchchat.engine import open_input
+    from batchchat.config.load import build_settings
+    from batchchat.input.plan import open_input
     from batchchat.tune import load_sample, plot, recommend, render_table, steps_json, sweep
 
     try:

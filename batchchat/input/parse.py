@@ -1,12 +1,11 @@
-"""Read a JSONL job file lazily and turn each line into a `Job`, or an `InvalidLine` that says why not.
+"""Turn one raw input line into a `Job`, or an `InvalidLine` that names the field and says why not.
 
 Three line shapes are accepted (see the README): an OpenAI Batch API line, a bare request body, and the
-`{"prompt": ...}` shorthand filled from run defaults. Blank lines, CRLF and a UTF-8 BOM are tolerated.
+`{"prompt": ...}` shorthand filled from run defaults.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,8 @@ from typing import Any
 
 import orjson
 
-CHAT = "/v1/chat/completions"
-EMBEDDINGS = "/v1/embeddings"
-COMPLETIONS = "/v1/completions"
-RESPONSES = "/v1/responses"
-ENDPOINTS = (CHAT, EMBEDDINGS, COMPLETIONS, RESPONSES)
+from batchchat.config.settings import CHAT, COMPLETIONS, EMBEDDINGS, ENDPOINTS, RESPONSES, JobDefaults
+from batchchat.input.reader import MAX_LINE_BYTES, iter_raw_lines
 
 # The field that holds the completion cap, per endpoint (chat also accepts max_completion_tokens).
 MAX_TOKENS_FIELDS = {
@@ -27,14 +23,6 @@ MAX_TOKENS_FIELDS = {
     RESPONSES: ("max_output_tokens",),
     EMBEDDINGS: (),
 }
-MAX_LINE_BYTES = 8 * 1024 * 1024
-BLOCK_BYTES = 1 << 20  # what iter_blocks reads at a time
-_BOM = b"\xef\xbb\xbf"
-# A line whose first key is a plain custom_id (no escapes): the id can be read without parsing the line. The
-# whitespace class leaves out the newline, so that a match never runs past its own line within a block.
-_ID_HEAD = rb'\{[ \t\r\f\v]*"custom_id"[ \t\r\f\v]*:[ \t\r\f\v]*"([^"\\\n]*)"'
-LEADING_ID = re.compile(_ID_HEAD)
-_ID_PER_LINE = re.compile(rb"(?:" + _ID_HEAD + rb")?[^\n]*\n")  # the id, or b"" for a line without one
 
 
 @dataclass(slots=True)
@@ -63,79 +51,10 @@ class InvalidLine:
         return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
 
 
-@dataclass(frozen=True, slots=True)
-class JobDefaults:
-    """Run-wide defaults that fill the `{"prompt": ...}` shorthand and bare bodies."""
-
-    model: str | None = None
-    system: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    endpoint: str | None = None  # where bare bodies go; inferred from their fields when None
-
-
 class _Invalid(Exception):
     def __init__(self, field: str | None, reason: str) -> None:
         self.field = field
         self.reason = reason
-
-
-def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield `(line_no, bytes)` for every non-blank line, without a BOM or line ending."""
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, 1):
-            if line_no == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
-            raw = raw.rstrip(b"\r\n")
-            if raw.strip():
-                yield line_no, raw
-
-
-def iter_blocks(path: Path) -> Iterator[bytes]:
-    """The file as blocks of whole lines, about `BLOCK_BYTES` each; every block ends with a newline but the
-    last one of a file that does not."""
-    pending: list[bytes] = []  # the start of a line that began in an earlier read
-    with path.open("rb") as handle:
-        while chunk := handle.read(BLOCK_BYTES):
-            cut = chunk.rfind(b"\n") + 1
-            if not cut:
-                pending.append(chunk)
-                continue
-            if pending:
-                pending.append(chunk[:cut])
-                yield b"".join(pending)
-                pending.clear()
-            else:
-                yield chunk[:cut]
-            if cut < len(chunk):
-                pending.append(chunk[cut:])
-    if pending:
-        yield b"".join(pending)
-
-
-def block_lines(line_no: int, block: bytes) -> Iterator[tuple[int, bytes]]:
-    """The lines of a block from `iter_blocks` whose first line is `line_no`, as `iter_raw_lines` yields them."""
-    for raw in block.split(b"\n"):
-        if line_no == 1 and raw.startswith(_BOM):
-            raw = raw[3:]
-        raw = raw.rstrip(b"\r")
-        if raw.strip():
-            yield line_no, raw
-        line_no += 1
-
-
-def leading_ids(block: bytes) -> list[str] | None:
-    """The custom_id of every line of `block` (whole lines, each ending with a newline), read without parsing.
-
-    None unless every line starts with a plain one: `{"custom_id": "..."`, not empty, no escapes, valid UTF-8.
-    """
-    found = _ID_PER_LINE.findall(block)  # one item per line, as the pattern matches every line whole
-    if b"" in found:
-        return None
-    try:
-        return list(map(bytes.decode, found))
-    except UnicodeDecodeError:
-        return None
 
 
 def derived_id(line_no: int) -> str:
@@ -148,7 +67,7 @@ def parse_line(raw: bytes, line_no: int, defaults: JobDefaults) -> Job | Invalid
     custom_id = derived_id(line_no)
     try:
         if len(raw) > MAX_LINE_BYTES:
-            raise _Invalid(None, f"line is {len(raw):,} bytes, more than the {MAX_LINE_BYTES:,} allowed")
+            raise _Invalid(None, f"line is longer than the {MAX_LINE_BYTES:,} bytes allowed")
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -1,0 +1,126 @@
+"""Small frozen value objects that describe a run: where requests go, how hard to retry, defaults for short
+lines, and the whole run's settings. They import nothing heavier than the standard library."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from batchchat.errors import UsageError
+from batchchat.secrets import Secret
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PROGRESS_MODES = ("auto", "bar", "log", "off")
+ADAPT_MODES = ("auto", "on", "off")
+TRANSPORTS = ("aiohttp", "httpx")
+CHAT = "/v1/chat/completions"
+EMBEDDINGS = "/v1/embeddings"
+COMPLETIONS = "/v1/completions"
+RESPONSES = "/v1/responses"
+ENDPOINTS = (CHAT, EMBEDDINGS, COMPLETIONS, RESPONSES)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """Where requests go and how they authenticate."""
+
+    base_url: str = DEFAULT_BASE_URL
+    api_key: Secret | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    azure_api_version: str | None = None  # set: Azure's `api-key` header and `?api-version=`
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    transport: str = "aiohttp"  # or "httpx"
+
+    def url_for(self, path: str) -> str:
+        """The absolute URL of an endpoint path such as `/v1/chat/completions`, Azure's api-version included."""
+        base = self.base_url.rstrip("/")
+        if not self.azure_api_version:
+            return base + (path[3:] if base.endswith("/v1") and path.startswith("/v1/") else path)
+        # Azure's deployment URLs (.../openai/deployments/NAME) take the path without the /v1
+        path = path[3:] if path.startswith("/v1/") else path
+        return f"{base}{path}?api-version={quote(self.azure_api_version, safe='')}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try: attempts, a deadline for all of them, and the backoff curve."""
+
+    max_attempts: int = 5
+    deadline: float = 900.0  # seconds, first attempt to last, per request
+    backoff_base: float = 0.5  # first backoff; doubles each time (with jitter)
+    backoff_max: float = 8.0
+    max_wait: float = 60.0  # cap on any one wait, a server's Retry-After included
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefaults:
+    """Run-wide defaults that fill the `{"prompt": ...}` shorthand and bare bodies."""
+
+    model: str | None = None
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    endpoint: str | None = None  # where bare bodies go; inferred from their fields when None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """Everything a run needs to know; built once, never changed."""
+
+    input: str  # a path, or "-" for standard input
+    output: Path | None = None  # default: beside the input, NAME.results.jsonl
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    defaults: JobDefaults = field(default_factory=JobDefaults)
+    rpm: float | None = None
+    tpm: float | None = None
+    concurrency: int = 64
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    grace: float = 30.0  # seconds in-flight requests get to finish after Ctrl-C / SIGTERM
+    strict: bool = False  # any invalid line stops the run before anything is sent
+    progress: str = "auto"
+    log_interval: float | None = None
+    summary_json: Path | None = None
+    adapt: str = "auto"  # auto: learn limits from headers, adapt concurrency without them; on; off
+    burst_seconds: float = 0.5  # half of a one-second server window: room for arrival jitter
+    handle_signals: bool = False
+
+    def output_path(self) -> Path:
+        """Where results go."""
+        if self.output is not None:
+            return self.output
+        if self.input == "-":
+            return Path("stdin.results.jsonl")
+        path = Path(self.input)
+        stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+        return path.with_name(stem + ".results.jsonl")
+
+    def check(self) -> None:
+        """Raise `UsageError` for values no run can work with."""
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, got {self.concurrency}")
+        for name, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):
+            if value is not None and value <= 0:
+                raise UsageError(f"{name} must be a positive number, got {value:g} (leave it out for no limit)")
+        if self.retry.max_attempts < 1:
+            raise UsageError(f"--max-attempts must be at least 1, got {self.retry.max_attempts}")
+        if self.retry.deadline <= 0:
+            raise UsageError(f"--deadline must be positive, got {self.retry.deadline:g}")
+        if self.grace < 0:
+            raise UsageError(f"--grace must be 0 or more, got {self.grace:g}")
+        if self.endpoint.read_timeout <= 0 or self.endpoint.connect_timeout <= 0:
+            raise UsageError("--timeout and --connect-timeout must be positive")
+        if self.adapt not in ADAPT_MODES:
+            raise UsageError(f"--adapt must be one of {', '.join(ADAPT_MODES)}, got {self.adapt!r}")
+        if self.progress not in PROGRESS_MODES:
+            raise UsageError(f"--progress must be one of {', '.join(PROGRESS_MODES)}, got {self.progress!r}")
+        if self.endpoint.transport not in TRANSPORTS:
+            raise UsageError(f"--transport must be one of {', '.join(TRANSPORTS)}, got {self.endpoint.transport!r}")
+        if self.defaults.endpoint is not None and self.defaults.endpoint not in ENDPOINTS:
+            raise UsageError(f"--endpoint must be one of {', '.join(ENDPOINTS)}, got {self.defaults.endpoint!r}")
+        if self.defaults.max_tokens is not None and self.defaults.max_tokens < 1:
+            raise UsageError(f"--max-tokens must be at least 1, got {self.defaults.max_tokens}")
+        if not self.endpoint.base_url.startswith(("http://", "https://")):
+            raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")

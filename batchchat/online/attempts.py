@@ -1,0 +1,99 @@
+"""One request from admission to result: its attempts (a first one, then retries through the policy), the
+feedback of every answer to pacing, and the result line it ends as."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from batchchat.config.settings import RunSettings
+from batchchat.errors import ExitCode
+from batchchat.http.outcomes import Fatal, Outcome, Retryable, Success
+from batchchat.http.retry import retry_after_failure
+from batchchat.http.sender import Sender
+from batchchat.input.parse import Job
+from batchchat.online.stop import StopControl
+from batchchat.online.write_stage import hand_over
+from batchchat.output.lines import Result
+from batchchat.pacing.pacer import Pacer
+from batchchat.report.counters import Counters
+
+
+class Requester:
+    """Sends admitted requests and hands their results to the write stage."""
+
+    __slots__ = ("_control", "_counters", "_pacer", "_results", "_sender", "_settings")
+
+    def __init__(self, settings: RunSettings, pacer: Pacer, counters: Counters, control: StopControl,
+                 sender: Sender, results: Any) -> None:
+        self._settings = settings
+        self._pacer = pacer
+        self._counters = counters
+        self._control = control
+        self._sender = sender
+        self._results = results
+
+    async def work(self, admitted: tuple[Job, int, int]) -> None:
+        """Send one admitted request (`job`, prompt estimate, charge) to its end; its slot goes with its result."""
+        job, prompt, cost = admitted
+        counters = self._counters
+        pacer = self._pacer
+        started = time.monotonic()
+        content = orjson.dumps(job.body)
+        attempts = 0
+        handed = False
+
+        async def attempt() -> Outcome:
+            nonlocal attempts
+            if attempts:
+                counters.retries += 1
+                await pacer.readmit(cost)
+            attempts += 1
+            counters.attempts += 1
+            sent_at = time.monotonic()
+            outcome = await self._sender.send(job.url, content)
+            pacer.observe(outcome, time.monotonic() - sent_at)
+            if isinstance(outcome, Retryable) and outcome.status == 429:
+                counters.rate_limited += 1
+            return outcome
+
+        try:
+            outcome = await attempt()
+            if isinstance(outcome, Retryable):
+                outcome = await retry_after_failure(outcome, attempt, self._settings.retry,
+                                                    time.monotonic() - started,
+                                                    stopped=lambda: self._control.stopping)
+                if isinstance(outcome, Retryable) and self._control.stopping:
+                    return  # stopped before its retries ran out: not finished, a rerun sends it
+            if isinstance(outcome, Fatal):
+                self._control.fail(ExitCode.FATAL, outcome.message)
+                return
+            result = self._result(job, outcome, attempts, time.monotonic() - started, prompt)
+            # the slot goes with the result and is freed once it is on disk: at most --concurrency answers
+            # are ever paid for and not yet written, which bounds what a crash can lose
+            result.holds_slot = True
+            handed = await hand_over(self._results, result)
+        finally:
+            if not handed:
+                pacer.release()
+                counters.in_flight -= 1
+
+    def _result(self, job: Job, outcome: Outcome, attempts: int, latency: float, prompt: int) -> Result:
+        if isinstance(outcome, Success):
+            usage = outcome.body.get("usage")
+            real_prompt = self._pacer.settle(job, prompt, usage)
+            if real_prompt is not None:
+                self._counters.estimated_prompt_tokens += prompt
+                self._counters.estimated_prompt_actual += real_prompt
+            return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
+                          attempts=attempts, latency=latency, usage=usage if isinstance(usage, dict) else None,
+                          metadata=job.metadata)
+        assert not isinstance(outcome, Fatal)
+        message = outcome.message
+        if isinstance(outcome, Retryable):
+            message = f"gave up after {attempts} attempts: {message}"
+        return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
+                      error_code=outcome.reason, error_message=message, attempts=attempts, latency=latency,
+                      metadata=job.metadata)

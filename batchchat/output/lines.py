@@ -1,0 +1,82 @@
+"""The result line: what became of one request, encoded as an OpenAI Batch API output line plus batchchat's
+own fields (`usage`, `attempts`, `latency_ms`, `line`, `metadata`), which Batch consumers ignore; and reading
+an output back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_ERROR_BODY_LIMIT = 4096
+
+
+@dataclass(slots=True)
+class Result:
+    """What became of one request: the answer (if any), the error (if it failed), and how it went."""
+
+    custom_id: str
+    line_no: int
+    status: int | None = None
+    raw_body: bytes | None = None
+    request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    latency: float = 0.0
+    usage: dict[str, Any] | None = None
+    metadata: Any = None
+    holds_slot: bool = False  # a concurrency slot is freed once this result is written
+    ok: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ok = self.error_code is None
+
+
+def _embed_body(raw: bytes, ok: bool) -> Any:
+    """The response body as a JSON value for the output line, without re-encoding it when possible."""
+    if ok and b"\n" not in raw:
+        return orjson.Fragment(raw)  # already parsed once, so valid JSON: copied as is
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:_ERROR_BODY_LIMIT].decode("utf-8", "replace")
+
+
+def encode_result(result: Result, line_id: str) -> bytes:
+    """One output line, newline included."""
+    response = None
+    if result.status is not None:
+        response = {
+            "status_code": result.status,
+            "request_id": result.request_id,
+            "body": _embed_body(result.raw_body, result.ok) if result.raw_body is not None else None,
+        }
+    error = None if result.ok else {"code": result.error_code, "message": result.error_message}
+    # custom_id and error come first, so that a resume reads them without parsing the whole line
+    line: dict[str, Any] = {
+        "id": line_id,
+        "custom_id": result.custom_id,
+        "error": error,
+        "response": response,
+        "usage": result.usage,
+        "attempts": result.attempts,
+        "latency_ms": round(result.latency * 1000.0, 1),
+        "line": result.line_no,
+    }
+    if result.metadata is not None:
+        line["metadata"] = result.metadata
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def iter_results(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the result lines of an output file as dicts (a torn last line is skipped)."""
+    with Path(path).open("rb") as handle:
+        for raw in handle:
+            if raw.endswith(b"\n"):
+                yield orjson.loads(raw)
+
+
