@@ -2,9 +2,10 @@
 
 - Prompt tokens: the same estimate the pacing uses (`batchchat.tokens.prompt_estimate`), none of them cached.
 - Completion ceiling: each request's cap (`max_tokens` × n; 0 for embeddings), what it can cost at most.
-- Expected completion: the ceiling × a ratio per model. The ratio is learned from an existing output of the same
-  job (completion tokens really used / their caps, see `learn_completion_ratio`); without one it is
-  `DEFAULT_COMPLETION_RATIO`, a guess that the range's upper end does not depend on.
+- Expected completion: each request's cap × a ratio, learned from an existing output of the same job (completion
+  tokens really used / their caps, see `learn_completion_ratio`): the ratio of requests of the same model and the
+  same cap when the output had some (a small cap is used more fully than a large one), else the model's; without
+  an earlier output it is `DEFAULT_COMPLETION_RATIO`, a guess that the range's upper end does not depend on.
 - Cost online and via the Batch API, at the table's prices; None for a model whose price is unknown.
 """
 
@@ -34,13 +35,18 @@ class ModelEstimate:
     requests: int = 0
     prompt_tokens: int = 0
     completion_ceiling: int = 0
-    completion_ratio: float = DEFAULT_COMPLETION_RATIO
+    expected: float = 0.0  # completion tokens expected, summed over requests (cap × ratio each)
     ratio_learned: bool = False
 
     @property
     def expected_completion(self) -> int:
-        """Completion tokens expected: the ceiling × the ratio."""
-        return round(self.completion_ceiling * self.completion_ratio)
+        """Completion tokens expected."""
+        return round(self.expected)
+
+    @property
+    def completion_ratio(self) -> float:
+        """The share of the ceiling expected to be used."""
+        return self.expected / self.completion_ceiling if self.completion_ceiling else DEFAULT_COMPLETION_RATIO
 
     def cost(self, completion: int, batch: bool = False) -> float | None:
         """The cost of the prompts plus `completion` tokens; None when the price is unknown."""
@@ -154,26 +160,46 @@ def _money(low: float | None, high: float | None) -> str:
     return usd(high) if usd(low) == usd(high) else f"{usd(low)}..{usd(high)}"
 
 
+class CompletionRatios(dict[str, float]):
+    """What `learn_completion_ratio` learns: per model, completion tokens used / caps (the mapping itself), and the
+    same per (model, cap) in `by_cap`."""
+
+    def __init__(self, by_model: dict[str, float] | None = None,
+                 by_cap: dict[tuple[str, int], float] | None = None) -> None:
+        super().__init__(by_model or {})
+        self.by_cap = by_cap or {}
+
+    def ratio(self, model: str, cap: int) -> float | None:
+        """The ratio for a request of `model` with completion cap `cap`; None when nothing was learned for it."""
+        return self.by_cap.get((model, cap), self.get(model))
+
+
 def estimate_jobs(jobs: Iterable[Job], table: PriceTable, learned: Mapping[str, float] | None = None) -> Estimate:
     """Estimate what `jobs` will cost, per model. `learned` maps a model to the share of its completion cap its
-    answers used before (from `learn_completion_ratio`); other models get `DEFAULT_COMPLETION_RATIO`."""
-    learned = learned or {}
+    answers used before (`learn_completion_ratio`'s result, which also refines it per cap); other models get
+    `DEFAULT_COMPLETION_RATIO`."""
+    ratios = learned if isinstance(learned, CompletionRatios) else CompletionRatios(dict(learned or {}))
     estimate = Estimate(prices_as_of=table.as_of)
     for job in jobs:
         model = str(job.body.get("model"))
         m = estimate.models.get(model)
         if m is None:
             m = estimate.models[model] = ModelEstimate(model, table.price_for(model))
-            if model in learned:
-                m.completion_ratio, m.ratio_learned = learned[model], True
+        cap = completion_cap(job)
         m.requests += 1
         m.prompt_tokens += prompt_estimate(job)
-        m.completion_ceiling += completion_cap(job)
+        m.completion_ceiling += cap
+        if cap:
+            ratio = ratios.ratio(model, cap)
+            if ratio is not None:
+                m.ratio_learned = True
+            m.expected += cap * (DEFAULT_COMPLETION_RATIO if ratio is None else ratio)
     return estimate
 
 
-def learn_completion_ratio(output_path: str | Path, jobs: Mapping[str, Job | tuple[str, int]]) -> dict[str, float]:
-    """Per model, the completion tokens answers really used / their caps, from an existing output of the same job.
+def learn_completion_ratio(output_path: str | Path, jobs: Mapping[str, Job | tuple[str, int]]) -> CompletionRatios:
+    """Per model, the completion tokens answers really used / their caps, from an existing output of the same job
+    (a dict of model -> ratio, with the same per (model, cap) in its `by_cap`).
 
     `jobs` maps a custom_id to its `Job` (or to `(model, completion cap)`). Lines that failed, carry no usage, or
     whose id is not in `jobs` are skipped, as are requests without a completion (embeddings). A missing output
@@ -181,9 +207,9 @@ def learn_completion_ratio(output_path: str | Path, jobs: Mapping[str, Job | tup
     """
     path = Path(output_path)
     if not path.exists():
-        return {}
-    used: dict[str, int] = {}
-    caps: dict[str, int] = {}
+        return CompletionRatios()
+    used: dict[tuple[str, int], int] = {}
+    caps: dict[tuple[str, int], int] = {}
     for line in iter_results(path):
         if line.get("error") is not None:
             continue
@@ -197,6 +223,14 @@ def learn_completion_ratio(output_path: str | Path, jobs: Mapping[str, Job | tup
             usage = body.get("usage") if isinstance(body, dict) else None
         if cap <= 0 or not isinstance(usage, dict):
             continue
-        used[model] = used.get(model, 0) + min(usage_tokens(usage).completion, cap)
-        caps[model] = caps.get(model, 0) + cap
-    return {model: used[model] / caps[model] for model in caps}
+        key = (model, cap)
+        used[key] = used.get(key, 0) + min(usage_tokens(usage).completion, cap)
+        caps[key] = caps.get(key, 0) + cap
+    by_model_used: dict[str, int] = {}
+    by_model_caps: dict[str, int] = {}
+    for (model, _), total in caps.items():
+        by_model_caps[model] = by_model_caps.get(model, 0) + total
+    for (model, _), total in used.items():
+        by_model_used[model] = by_model_used.get(model, 0) + total
+    return CompletionRatios({model: by_model_used[model] / by_model_caps[model] for model in by_model_caps},
+                            {key: used[key] / caps[key] for key in caps})
