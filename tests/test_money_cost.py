@@ -160,7 +160,8 @@ def test_ledger_never_passes_the_cap_under_random_sequences(seed: int) -> None:
     assert ledger.overruns == 0
 
 
-@pytest.mark.parametrize(("value", "expected"), [("5", 5.0), ("0.25", 0.25), ("$12.50", 12.5), (3, 3.0), ("1e2", 100.0)])
+@pytest.mark.parametrize(("value", "expected"),
+                         [("5", 5.0), ("0.25", 0.25), ("$12.50", 12.5), (3, 3.0), ("1e2", 100.0)])
 def test_parse_max_cost(value: object, expected: float) -> None:
     assert parse_max_cost(value) == expected
 

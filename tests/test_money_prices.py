@@ -154,5 +154,5 @@ def test_a_file_that_is_neither_toml_nor_json_or_is_missing(tmp_path: Path) -> N
 def test_from_data_validates_like_a_file() -> None:
     table = PriceTable.from_data({"models": {"m": {"input": 1, "output": 4}}}, "inline")
     assert table.price_for("m").batch.output == 2.0
-    with pytest.raises(UsageError, match='^inline: models."m".output: missing'):
+    with pytest.raises(UsageError, match=r'^inline: models\."m"\.output: missing'):
         PriceTable.from_data({"models": {"m": {"input": 1}}}, "inline")
