@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from cli_process import cli
 
-from batchchat.jobs import Job, JobDefaults, read_jobs
+from batchchat.config.settings import JobDefaults
+from batchchat.input.parse import Job, read_jobs
 from batchchat.money.cost import CostTally
 from batchchat.money.estimate import DEFAULT_COMPLETION_RATIO, estimate_jobs, learn_completion_ratio
 from batchchat.money.prices import PriceTable
-from batchchat.results import iter_results
-from batchchat.tokens import prompt_estimate
+from batchchat.output.lines import iter_results
+from batchchat.pacing.tokens import prompt_estimate
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "jobs" / "demo.jsonl"

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchchat.jobs import Job
+from batchchat.input.parse import Job
 from batchchat.money.cost import usage_tokens, usd
 from batchchat.money.prices import PER_TOKENS, Price, PriceTable
-from batchchat.results import iter_results
-from batchchat.tokens import completion_cap, prompt_estimate
+from batchchat.output.lines import iter_results
+from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
 # Expected share of the completion cap an answer uses when no earlier output of the job says better.
 DEFAULT_COMPLETION_RATIO = 0.5
