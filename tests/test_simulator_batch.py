@@ -588,3 +588,27 @@ def test_batch_config_validation_and_flags() -> None:
     assert parse_model_limits(["a=1", "org/m=2"]) == {"a": 1, "org/m": 2}
     with pytest.raises(ValueError):
         parse_model_limits(["a"])
+
+
+def test_results_do_not_depend_on_when_clients_poll(start: Callable[..., Api]) -> None:
+    """Lines are answered as polls come (spreading the work); the files are the same either way."""
+
+    def results(poll_every: float | None) -> tuple[list[Any], dict[str, Any]]:
+        api = start(failure_rate=0.2, lines_per_second=7.0)
+        bid = api.batch([chat_line(i) for i in range(30)], metadata={"m": "1"})["id"]
+        if poll_every:
+            t = 0.0
+            while t < 6:
+                t += poll_every
+                api.clock.at(t)
+                b = api.get(bid)
+                if b["status"] == "in_progress":
+                    assert b["usage"]["input_tokens"] > 0 or b["request_counts"]["completed"] == 0
+        api.clock.at(10)
+        b = api.get(bid)
+        rows = [(line["custom_id"], line["response"]["status_code"], line["response"]["body"].get("usage"),
+                 line["response"]["body"].get("choices")) for fid in (b["output_file_id"], b["error_file_id"])
+                for line in api.content(fid)]
+        return rows, b["usage"]
+
+    assert results(0.3) == results(None)

@@ -124,8 +124,10 @@ class Batch:
         "accepted",
         "cancel_t",
         "created",
+        "cursor",
         "decided",
         "endpoint",
+        "err",
         "error_file_id",
         "errors",
         "expires_t",
@@ -139,6 +141,7 @@ class Batch:
         "input_file_id",
         "metadata",
         "model",
+        "out",
         "outcome",
         "output_file_id",
         "seq",
@@ -180,7 +183,10 @@ class Batch:
         self.final_t = 0.0
         self.output_file_id: str | None = None
         self.error_file_id: str | None = None
-        self.usage = (0, 0)
+        self.usage = (0, 0)  # prompt and completion tokens of the lines answered so far
+        self.cursor = 0  # lines answered so far (in `out` and `err`)
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
 
     def open_until(self, finalize: float) -> float:
         """Until when an accepted batch counts against the enqueued-token limit."""
@@ -547,6 +553,8 @@ class BatchService:
             for b in self.active:
                 if b.decided:
                     status, done = self.phase(b, now)
+                    if done > b.cursor and status not in TERMINAL:
+                        self._produce(b, done)
                     if status in TERMINAL:
                         self._finish(b, status, done)
                         continue
@@ -713,34 +721,16 @@ class BatchService:
         seen.add(custom_id)
         return body, line_model
 
-    def _finish(self, b: Batch, status: str, done: int) -> None:
-        """`b` reached a terminal status: write its output and error files, count it."""
-        cfg = self.config
-        stats = self.app.stats.batch
-        b.final = status
-        stats.final[status] = stats.final.get(status, 0) + 1
-        if status == "failed":
-            b.final_t = b.t_valid
-            return
-        if status == "cancelled":
-            assert b.cancel_t is not None
-            b.final_t = b.cancel_t + cfg.cancel_seconds
-        elif status == "expired":
-            b.final_t = b.expires_t
-        else:
-            b.final_t = b.t_end + cfg.finalize_seconds
-        out: list[bytes] = []
-        err: list[bytes] = []
-        prompt_sum = completion_sum = 0
-        data, rate = b.input, cfg.lines_per_second
-        for i in range(b.total):
+    def _produce(self, b: Batch, upto: int) -> None:
+        """Answer `b`'s lines up to `upto` (file order), so that the work is spread over the polls."""
+        data, rate, dims = b.input, self.config.lines_per_second, self.sim.embedding_dims
+        prompt_sum, completion_sum = b.usage
+        out, err = b.out, b.err
+        for i in range(b.cursor, upto):
             start, end = b.spans[i]
             line = orjson.loads(data[start:end])
             rid = f"{b.token}{i:08x}"
             head = {"id": "batch_req_" + rid, "custom_id": line["custom_id"]}
-            if i >= done:
-                err.append(orjson.dumps({**head, "response": None, "error": _NOT_RUN[status]}))
-                continue
             kind = b.outcome[i]
             if kind == OK:
                 created = self.unix(b.t_valid + (i + 1) / rate)
@@ -754,20 +744,48 @@ class BatchService:
                 response = {"status_code": 500, "request_id": "req_" + rid, "body": _SERVER_ERROR_BODY}
             else:
                 try:
-                    _prompt_tokens(b.endpoint, line["body"], self.sim.embedding_dims)
+                    _prompt_tokens(b.endpoint, line["body"], dims)
                     message, param, code = "Invalid request.", None, None
                 except rs.InvalidRequest as exc:
                     message, param, code = exc.message, exc.param, exc.code
                 error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
                 response = {"status_code": 400, "request_id": "req_" + rid, "body": {"error": error}}
             err.append(orjson.dumps({**head, "response": response, "error": None}))
+        b.cursor = max(b.cursor, upto)
+        b.usage = (prompt_sum, completion_sum)
+
+    def _finish(self, b: Batch, status: str, done: int) -> None:
+        """`b` reached a terminal status: write its output and error files, count it."""
+        cfg = self.config
+        stats = self.app.stats.batch
+        b.final = status
+        stats.final[status] = stats.final.get(status, 0) + 1
+        if status == "failed":
+            b.final_t = b.t_valid
+            b.input = b""
+            return
+        if status == "cancelled":
+            assert b.cancel_t is not None
+            b.final_t = b.cancel_t + cfg.cancel_seconds
+        elif status == "expired":
+            b.final_t = b.expires_t
+        else:
+            b.final_t = b.t_end + cfg.finalize_seconds
+        self._produce(b, done)
+        out, err = b.out, b.err
+        if status in _NOT_RUN:
+            not_run = _NOT_RUN[status]
+            for i in range(done, b.total):
+                start, end = b.spans[i]
+                head = {"id": f"batch_req_{b.token}{i:08x}", "custom_id": orjson.loads(b.input[start:end])["custom_id"]}
+                err.append(orjson.dumps({**head, "response": None, "error": not_run}))
         if out:
             name = f"batch_{b.id[len('batch_') :]}_output.jsonl"
             b.output_file_id = self._store(name, "batch_output", b"\n".join(out) + b"\n", b.final_t).id
         if err:
             name = f"batch_{b.id[len('batch_') :]}_error.jsonl"
             b.error_file_id = self._store(name, "batch_output", b"\n".join(err) + b"\n", b.final_t).id
-        b.usage = (prompt_sum, completion_sum)
+        b.out, b.err, b.spans, b.input = [], [], [], b""  # the files hold the results now
         failed_done = bisect.bisect_left(b.failing, done)
         stats.lines_completed += done - failed_done
         stats.lines_failed += failed_done
@@ -775,8 +793,8 @@ class BatchService:
             stats.lines_expired += b.total - done
         elif status == "cancelled":
             stats.lines_cancelled += b.total - done
-        stats.prompt_tokens += prompt_sum
-        stats.completion_tokens += completion_sum
+        stats.prompt_tokens += b.usage[0]
+        stats.completion_tokens += b.usage[1]
 
     def _answer(self, endpoint: str, body: dict[str, Any], rid: str, created: int) -> tuple[dict[str, Any], int, int]:
         """The 200 body of one line, as the online route builds it: (payload, prompt, completion tokens)."""
