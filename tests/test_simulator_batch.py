@@ -577,7 +577,7 @@ def test_stats_reset_keeps_the_batches(start: Callable[..., Api]) -> None:
 def test_batch_config_validation_and_flags() -> None:
     for bad in ({"window_seconds": 0}, {"lines_per_second": -1}, {"validate_seconds": -1}, {"failure_rate": 2},
                 {"max_requests_per_file": 0}, {"enqueued_tokens": 0}, {"create_rpm": 0},
-                {"model_enqueued_tokens": {"m": 0}}):
+                {"model_enqueued_tokens": {"m": 0}}, {"create_faults": ("nope",)}):
         with pytest.raises(ValueError):
             BatchConfig(**bad)
     assert batch_args(BatchConfig()) == []
@@ -612,3 +612,26 @@ def test_results_do_not_depend_on_when_clients_poll(start: Callable[..., Api]) -
         return rows, b["usage"]
 
     assert results(0.3) == results(None)
+
+
+def test_upload_and_create_faults_including_lost_replies(start: Callable[..., Api]) -> None:
+    api = start(upload_faults=("500", "lost", "drop"), create_faults=("lost", "500", "ok"))
+    data = jsonl([chat_line(0)])
+    assert api.upload(data, "a.jsonl").status_code == 500  # not stored
+    with pytest.raises(httpx.TransportError):
+        api.upload(data, "a.jsonl")  # stored, the reply lost
+    with pytest.raises(httpx.TransportError):
+        api.upload(data, "a.jsonl")  # not stored
+    files = api.http.get("/files").json()["data"]
+    assert [f["filename"] for f in files] == ["a.jsonl"]
+    fid = files[0]["id"]
+    with pytest.raises(httpx.TransportError):
+        api.create(fid, metadata={"run": "x"})  # created, the reply lost
+    assert api.create(fid).status_code == 500
+    [lost] = api.http.get("/batches").json()["data"]
+    assert lost["metadata"] == {"run": "x"} and lost["input_file_id"] == fid  # found again by its metadata
+    assert api.create(fid).status_code == 200
+    stats = api.sim.stats()["batch"]
+    assert stats["files_uploaded"] == 1 and stats["upload_faults"] == 2
+    assert stats["batches_created"] == 2 and stats["create_faults"] == 1
+    assert stats["uploads_by_filename"] == [["a.jsonl", 1]] and stats["batches_by_input_file"] == [[fid, 2]]

@@ -119,6 +119,8 @@ def test_batch_config_round_trips_through_flags() -> None:
         max_embedding_inputs=500,
         upload_rpm=30,
         create_rpm=20,
+        upload_faults=("ok", "lost"),
+        create_faults=("500", "drop"),
     )
     cfg = SimulatorConfig(rpm=500, batch=batch)
     captured: list[SimulatorConfig] = []

@@ -33,7 +33,7 @@ from batchchat.simulator import responses as rs
 from batchchat.simulator import tokens as tk
 from batchchat.simulator.limits import format_duration
 from batchchat.simulator.multipart import MultipartError, parse_form
-from batchchat.simulator.server import Reply
+from batchchat.simulator.server import DROP, Reply
 
 if TYPE_CHECKING:
     from batchchat.simulator.server import SimulatorApp
@@ -57,6 +57,9 @@ _SERVER_ERROR_BODY = {
         "code": None,
     }
 }
+_FAULT_500 = rs.error_body(
+    "The server had an error while processing your request. Sorry about that!", "server_error"
+)
 _NOT_RUN = {
     "expired": {
         "code": "batch_expired",
@@ -239,6 +242,7 @@ class BatchService:
         self.active: list[Batch] = []  # not yet terminal
         self.enqueued: dict[str, list[Batch]] = {}  # accepted and possibly still open, per model
         self.seq = 0
+        self.uploads = self.creates = 0  # well-formed uploads and creations, faulted or not
         cfg = self.config
         now = self.mono0
         self.upload_gate = _Gate(cfg.upload_rpm, now) if cfg.upload_rpm else None
@@ -303,6 +307,11 @@ class BatchService:
             msg = "Incorrect API key provided. The simulator expects its --api-key."
         return _error(401, msg, None, "invalid_api_key")
 
+    @staticmethod
+    def _fault(sequence: tuple[str, ...], n: int) -> str:
+        """The fault of the n-th (from 0) well-formed upload or creation: "ok", "500", "drop" or "lost"."""
+        return sequence[n] if n < len(sequence) else "ok"
+
     def _rate_limited(self, gate: _Gate | None, what: str, now: float) -> Reply | None:
         if gate is None:
             return None
@@ -347,11 +356,18 @@ class BatchService:
         if isinstance(reply, Reply):
             stats.uploads_rejected += 1
             return reply
+        fault = self._fault(self.config.upload_faults, self.uploads)
+        self.uploads += 1
+        if fault in ("500", "drop"):
+            stats.upload_faults += 1
+            return Reply(500, _FAULT_500) if fault == "500" else Reply(0, b"", action=DROP)
         filename, purpose, data = reply
         f = self._store(filename, purpose, data, now)
         stats.files_uploaded += 1
         stats.bytes_uploaded += len(data)
         stats.uploads_by_filename[filename] = stats.uploads_by_filename.get(filename, 0) + 1
+        if fault == "lost":
+            return Reply(0, b"", action=DROP)
         return _json(self._file_obj(f))
 
     def _check_upload(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply | tuple[str, str, bytes]:
@@ -457,6 +473,11 @@ class BatchService:
         if isinstance(reply, Reply):
             stats.creates_rejected += 1
             return reply
+        fault = self._fault(self.config.create_faults, self.creates)
+        self.creates += 1
+        if fault in ("500", "drop"):
+            stats.create_faults += 1
+            return Reply(500, _FAULT_500) if fault == "500" else Reply(0, b"", action=DROP)
         endpoint, f, metadata = reply
         self.seq += 1
         b = Batch(self.seq, endpoint, f, metadata, now, self.config)
@@ -467,6 +488,8 @@ class BatchService:
         stats.batches_by_filename[f.filename] = stats.batches_by_filename.get(f.filename, 0) + 1
         stats.batches_by_input_file[f.id] = stats.batches_by_input_file.get(f.id, 0) + 1
         self.advance(now)  # a batch with validate_seconds=0 is validated at once
+        if fault == "lost":
+            return Reply(0, b"", action=DROP)
         return _json(self._batch_obj(b, now))
 
     def _check_create(self, raw: bytes) -> Reply | tuple[str, StoredFile, Any]:

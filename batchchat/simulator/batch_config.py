@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-__all__ = ["BatchConfig", "batch_args", "parse_model_limits"]
+__all__ = ["REQUEST_FAULTS", "BatchConfig", "batch_args", "parse_model_limits"]
+
+REQUEST_FAULTS = ("ok", "500", "drop", "lost")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class BatchConfig:
     `enqueued_tokens` is the per-model limit of prompt tokens in open batches (validating,
     in_progress, finalizing), `model_enqueued_tokens` overrides it per model (None = no limit).
     `upload_rpm` / `create_rpm` rate-limit `POST /v1/files` / `POST /v1/batches` (429 + retry-after).
+    `upload_faults` / `create_faults` decide the fate of the n-th upload / creation (`REQUEST_FAULTS`):
+    "ok"; "500" (not done, a 500); "drop" (not done, connection closed); "lost" (done, then the
+    connection closed before the reply: the client cannot know, a crash test's favourite).
     """
 
     window_seconds: float = 60.0
@@ -44,6 +49,8 @@ class BatchConfig:
     max_embedding_inputs: int = 50_000
     upload_rpm: int | None = None
     create_rpm: int | None = None
+    upload_faults: tuple[str, ...] = ()
+    create_faults: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.window_seconds <= 0 or self.lines_per_second <= 0:
@@ -65,6 +72,12 @@ class BatchConfig:
             if not isinstance(limit, int) or limit < 1:
                 raise ValueError(f"batch enqueued-token limit for {model!r} must be a positive integer")
         object.__setattr__(self, "model_enqueued_tokens", dict(self.model_enqueued_tokens))
+        for name in ("upload_faults", "create_faults"):
+            kinds = tuple(getattr(self, name))
+            unknown = [k for k in kinds if k not in REQUEST_FAULTS]
+            if unknown:
+                raise ValueError(f"batch {name}: unknown kind {unknown[0]!r}; known: {', '.join(REQUEST_FAULTS)}")
+            object.__setattr__(self, name, kinds)
 
     def enqueued_limit(self, model: str) -> int | None:
         """The enqueued prompt-token limit for `model` (None = unlimited)."""
@@ -97,6 +110,8 @@ def batch_args(config: BatchConfig) -> list[str]:
             continue
         if f.name == "fail_all":
             args.append("--batch-fail-all")
+        elif f.name in ("upload_faults", "create_faults"):
+            args += [f"--batch-{f.name.replace('_', '-')}", ",".join(value)]
         elif f.name == "model_enqueued_tokens":
             for model, limit in value.items():
                 args += ["--batch-model-enqueued-tokens", f"{model}={limit}"]

@@ -90,6 +90,12 @@ def serve(
     batch_create_rpm: Annotated[
         int | None, typer.Option(help="Batch API: batch creations per minute (429 above).")
     ] = None,
+    batch_upload_faults: Annotated[
+        str | None, typer.Option(help="Batch API: fate of the first uploads, e.g. ok,lost,500,drop.")
+    ] = None,
+    batch_create_faults: Annotated[
+        str | None, typer.Option(help="Batch API: fate of the first creations ('lost': created, reply dropped).")
+    ] = None,
     default_max_tokens: Annotated[
         int, typer.Option(help="Token cap charged and applied when a request sets no max_tokens.")
     ] = 256,
@@ -116,6 +122,8 @@ def serve(
             max_embedding_inputs=batch_max_embedding_inputs,
             upload_rpm=batch_upload_rpm,
             create_rpm=batch_create_rpm,
+            upload_faults=tuple(s.strip() for s in (batch_upload_faults or "").split(",") if s.strip()),
+            create_faults=tuple(s.strip() for s in (batch_create_faults or "").split(",") if s.strip()),
         )
         config = SimulatorConfig(
             rpm=rpm,

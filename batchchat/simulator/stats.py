@@ -109,6 +109,8 @@ class BatchStats:
         self.cancels = 0
         self.rate_limited_uploads = 0
         self.rate_limited_creates = 0
+        self.upload_faults = 0  # "500" and "drop" faults ("lost" ones count as done)
+        self.create_faults = 0
         self.final: dict[str, int] = {}
         self.lines_completed = 0
         self.lines_failed = 0
