@@ -39,6 +39,7 @@ _REASONS = {
     403: b"403 Forbidden",
     404: b"404 Not Found",
     405: b"405 Method Not Allowed",
+    409: b"409 Conflict",
     429: b"429 Too Many Requests",
     500: b"500 Internal Server Error",
     502: b"502 Bad Gateway",
@@ -111,6 +112,9 @@ class SimulatorApp:
             b"/stats/reset": (b"POST", self._stats_reset),
             b"/health": (b"GET", self._health),
         }
+        from batchchat.simulator.batch import BatchService  # here: batch.py imports this module
+
+        self.batch = BatchService(self)
 
     def reset_stats(self) -> None:
         """Zero the stats and restart the request numbering (so fault_sequence replays)."""
@@ -122,9 +126,12 @@ class SimulatorApp:
     def handle(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply:
         """Answer one request."""
         q = path.find(b"?")
+        query = b""
         if q >= 0:
-            path = path[:q]
+            path, query = path[:q], path[q + 1 :]
         route = self.routes.get(path)
+        if route is None and path.startswith((b"/v1/files", b"/v1/batches")):  # the Batch API: batch.py
+            return self._count(self.batch.handle(method, path, query, headers, body))
         if route is None and path.startswith(b"/openai/deployments/"):  # Azure-style path
             rest = path.split(b"/", 4)[-1] if path.count(b"/") >= 4 else b""
             route = self.routes.get(b"/v1/" + rest)

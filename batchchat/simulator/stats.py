@@ -6,6 +6,7 @@ Fields: `requests` (received, all routes but /stats), `responses` {status: count
 `rate_limited_tokens`, `in_flight`, `max_in_flight`, `elapsed` (seconds since start/reset) and
 `series`: one entry per second since start/reset, ``{"t", "requests", "tokens", "429"}`` where
 requests/tokens are what the limiter admitted in that second and 429 the limiter refusals.
+`batch`: the Batch API's counters (see `BatchStats`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Stats"]
+__all__ = ["BatchStats", "Stats"]
 
 
 class Stats:
@@ -37,6 +38,7 @@ class Stats:
         self.rate_limited_tokens = 0
         self.max_in_flight = self.in_flight
         self._series: dict[int, list[int]] = {}
+        self.batch = BatchStats()
 
     def _second(self) -> list[int]:
         t = int(self.clock() - self.start)
@@ -85,4 +87,45 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "elapsed": round(self.clock() - self.start, 6),
             "series": series,
+            "batch": self.batch.snapshot(),
         }
+
+
+class BatchStats:
+    """Counters of the Batch API (`/v1/files`, `/v1/batches`), served under `"batch"` in `GET /stats`.
+
+    `uploads_by_filename` / `batches_by_filename` / `batches_by_input_file` list `[name, count]`
+    pairs, so a crash test can assert that no file was uploaded twice and no batch was created
+    twice for one input file. `final` counts batches by the terminal status they reached.
+    """
+
+    def __init__(self) -> None:
+        self.files_uploaded = 0
+        self.bytes_uploaded = 0
+        self.files_deleted = 0
+        self.uploads_rejected = 0
+        self.batches_created = 0
+        self.creates_rejected = 0
+        self.cancels = 0
+        self.rate_limited_uploads = 0
+        self.rate_limited_creates = 0
+        self.upload_faults = 0  # "500" and "drop" faults ("lost" ones count as done)
+        self.create_faults = 0
+        self.final: dict[str, int] = {}
+        self.lines_completed = 0
+        self.lines_failed = 0
+        self.lines_expired = 0
+        self.lines_cancelled = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.uploads_by_filename: dict[str, int] = {}
+        self.batches_by_filename: dict[str, int] = {}
+        self.batches_by_input_file: dict[str, int] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        out = {k: v for k, v in vars(self).items() if not isinstance(v, dict)}
+        out["final"] = dict(sorted(self.final.items()))
+        for name in ("uploads_by_filename", "batches_by_filename", "batches_by_input_file"):
+            out[name] = [[key, n] for key, n in sorted(getattr(self, name).items())]
+        return out
