@@ -44,7 +44,21 @@ async def arun(
     from batchchat.online.engine import Engine
 
     settings = input if isinstance(input, RunSettings) else settings_for(input, output, **options)
+    if settings.via == "batch":
+        return await abatch(settings, on_result=on_result)
     return await Engine(settings, client=client, on_result=on_result).run()
+
+
+async def abatch(settings: RunSettings, *, cancel: bool = False,
+                 on_result: Callable[[dict[str, Any]], None] | None = None) -> Summary:
+    """A run through the provider's Batch API (`--via batch`): split, submit, poll, collect; rerun to resume.
+
+    `cancel=True` cancels the open batches of the run writing `settings.output` and collects what they
+    finished (`batchchat cancel OUTPUT`). Raises `BatchchatError` (with `.exit_code`).
+    """
+    from batchchat.batch.runner import BatchRun
+
+    return await BatchRun(settings, on_result=on_result).run(cancel=cancel)
 
 
 def run(input: str | Path | RunSettings, output: str | Path | None = None, **options: Any) -> Summary:

@@ -30,6 +30,7 @@ _LIMITS = "Limits and retries"
 _DEFAULTS = "Defaults for short lines"
 _OUTPUT = "Output and progress"
 _SIM = "Built-in simulator"
+_BATCH = "Batch API (--via batch)"
 
 
 def _fail(error: BatchchatError) -> typer.Exit:
@@ -74,6 +75,12 @@ def run(
     sim_latency_ms: Annotated[float, typer.Option(help="Simulator's time to first token, ms.", rich_help_panel=_SIM)] = 20.0,  # noqa: E501
     sim_ms_per_token: Annotated[float, typer.Option(help="Simulator's time per completion token, ms.", rich_help_panel=_SIM)] = 0.5,  # noqa: E501
     sim_fault: Annotated[list[str] | None, typer.Option(help="Simulator fault KIND=RATE, e.g. 500=0.05 (repeatable).", rich_help_panel=_SIM)] = None,  # noqa: E501
+    via: Annotated[str | None, typer.Option(help="online: real-time requests within the rate limits; batch: the provider's Batch API, half the price, results within 24 h [online].", rich_help_panel=_BATCH)] = None,  # noqa: E501
+    batch_max_requests: Annotated[int | None, typer.Option(help="Most requests per batch file [50000].", rich_help_panel=_BATCH)] = None,  # noqa: E501
+    batch_max_bytes: Annotated[int | None, typer.Option(help="Most bytes per batch file [200000000].", rich_help_panel=_BATCH)] = None,  # noqa: E501
+    poll_interval: Annotated[float | None, typer.Option(help="First wait between polls of the batches, seconds; grows while nothing changes, up to 5 min [30].", rich_help_panel=_BATCH)] = None,  # noqa: E501
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Submit the batches and exit 0; the same command later collects.", rich_help_panel=_BATCH)] = False,  # noqa: E501
+    fallback: Annotated[str | None, typer.Option(help="Unfinished lines of an expired or cancelled batch: resubmit (a new batch) or online (the online path) [resubmit].", rich_help_panel=_BATCH)] = None,  # noqa: E501
 ) -> None:
     """Send every request in INPUT and stream each result, with its usage, to the output as it finishes."""
     from batchchat import api
@@ -87,13 +94,17 @@ def run(
         "backoff_base": backoff_base, "backoff_max": backoff_max, "max_wait": max_wait, "adapt": adapt,
         "grace": grace, "model": model, "system": system, "max_tokens": max_tokens, "temperature": temperature,
         "endpoint": endpoint, "strict": strict or None, "progress": progress, "log_interval": log_interval,
-        "summary_json": summary_json, "handle_signals": True,
+        "summary_json": summary_json, "handle_signals": True, "via": via, "batch_max_requests": batch_max_requests,
+        "batch_max_bytes": batch_max_bytes, "poll_interval": poll_interval, "no_wait": no_wait or None,
+        "fallback": fallback,
     }
     with ExitStack() as stack:
         try:
             if simulate:
                 sim = stack.enter_context(_start_simulator(sim_rpm, sim_tpm, sim_latency_ms, sim_ms_per_token,
                                                            sim_fault or []))
+                if poll_interval is None:
+                    options["poll_interval"] = 0.25  # the simulator's batch window plays in seconds
                 options["base_url"] = sim.base_url
                 options["api_key"] = SIMULATED_KEY
                 typer.echo(f"batchchat: simulator listening on {sim.base_url}", err=True)
@@ -105,6 +116,31 @@ def run(
         except KeyboardInterrupt:
             typer.echo("batchchat: interrupted before the run started; nothing was sent", err=True)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    typer.echo(summary.render())
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def cancel(
+    output: Annotated[Path, typer.Argument(help="The output of a `run --via batch` (its state is OUTPUT.batch.json).")],
+    base_url: Annotated[str | None, typer.Option(help="API base URL [env OPENAI_BASE_URL].")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable that holds the API key [OPENAI_API_KEY].")] = None,  # noqa: E501
+    poll_interval: Annotated[float | None, typer.Option(help="First wait between polls, seconds [30].")] = None,
+    progress: Annotated[str | None, typer.Option(help="auto, bar, log or off [auto].")] = None,
+) -> None:
+    """Cancel the open batches of a `run --via batch` and collect what they finished (a rerun retries the rest)."""
+    import anyio
+
+    from batchchat import api
+
+    options: dict[str, Any] = {"input": "-", "output": output, "base_url": base_url, "api_key_env": api_key_env,
+                               "poll_interval": poll_interval, "progress": progress, "via": "batch",
+                               "handle_signals": True}
+    try:
+        settings = api.build_settings(options)
+        summary = anyio.run(lambda: api.abatch(settings, cancel=True), backend_options=api.backend_options())
+    except BatchchatError as error:
+        raise _fail(error) from None
     typer.echo(summary.render())
     raise typer.Exit(summary.exit_code)
 
@@ -208,8 +244,12 @@ def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per
             sep = ""
         if not sep:
             raise typer.BadParameter(f"--sim-fault must look like KIND=RATE, got {fault!r}")
+    from batchchat.simulator.batch_config import BatchConfig
+
+    # the Batch API on a short time scale: the "24h" window is 10 minutes, a batch file runs in seconds
+    batch = BatchConfig(window_seconds=600.0, validate_seconds=0.5, lines_per_second=5000.0, finalize_seconds=0.5)
     config = SimulatorConfig(rpm=rpm, tpm=tpm, latency_ms=latency_ms, ms_per_token=ms_per_token, jitter=0.2,
-                             fault_rates=rates, api_key=SIMULATED_KEY)
+                             fault_rates=rates, api_key=SIMULATED_KEY, batch=batch)
     return Simulator.in_subprocess(config)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from batchchat.config.settings import (
     DEFAULT_BASE_URL,
+    BatchOptions,
     EndpointConfig,
     JobDefaults,
     RetryPolicy,
@@ -93,6 +94,12 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "progress": _text,
     "log_interval": _number,
     "summary_json": _path,
+    "via": _text,
+    "batch_max_requests": _whole,
+    "batch_max_bytes": _whole,
+    "poll_interval": _number,
+    "no_wait": _flag,
+    "fallback": _text,
 }
 # Options a library caller may also give (not from a config file).
 CALLER_ONLY: dict[str, Callable[[Any], Any]] = {"api_key": _text, "handle_signals": _flag}
@@ -196,9 +203,23 @@ def build_settings(
         log_interval=pick("log_interval"),
         summary_json=pick("summary_json"),
         handle_signals=bool(flags.get("handle_signals", False)),
+        via=pick("via", "online"),
+        batch=_batch_options(pick),
     )
     settings.check()
     return settings
+
+
+def _batch_options(pick: Callable[..., Any]) -> BatchOptions:
+    poll = pick("poll_interval", 30.0)
+    return BatchOptions(
+        max_requests=pick("batch_max_requests", 50_000),
+        max_bytes=pick("batch_max_bytes", 200_000_000),
+        poll_interval=poll,
+        poll_max=max(poll, 300.0) if poll >= 30.0 else max(poll, min(300.0, poll * 10)),
+        no_wait=bool(pick("no_wait", False)),
+        fallback=pick("fallback", "resubmit"),
+    )
 
 
 def with_options(settings: RunSettings, **changes: Any) -> RunSettings:

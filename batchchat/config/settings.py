@@ -19,6 +19,8 @@ EMBEDDINGS = "/v1/embeddings"
 COMPLETIONS = "/v1/completions"
 RESPONSES = "/v1/responses"
 ENDPOINTS = (CHAT, EMBEDDINGS, COMPLETIONS, RESPONSES)
+VIAS = ("online", "batch")
+FALLBACKS = ("resubmit", "online")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,18 @@ class JobDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """How `--via batch` splits, polls and recovers (the provider's Batch API)."""
+
+    max_requests: int = 50_000  # lines per batch file
+    max_bytes: int = 200_000_000  # bytes per batch file
+    poll_interval: float = 30.0  # first wait between polls; grows while nothing changes ...
+    poll_max: float = 300.0  # ... up to this
+    no_wait: bool = False  # submit, then exit 0; the same command later collects
+    fallback: str = "resubmit"  # what becomes of an expired/cancelled batch's unfinished lines: or "online"
+
+
+@dataclass(frozen=True, slots=True)
 class RunSettings:
     """Everything a run needs to know; built once, never changed."""
 
@@ -86,6 +100,8 @@ class RunSettings:
     adapt: str = "auto"  # auto: learn limits from headers, adapt concurrency without them; on; off
     burst_seconds: float = 0.5  # half of a one-second server window: room for arrival jitter
     handle_signals: bool = False
+    via: str = "online"  # or "batch": the provider's Batch API
+    batch: BatchOptions = field(default_factory=BatchOptions)
 
     def output_path(self) -> Path:
         """Where results go."""
@@ -122,5 +138,13 @@ class RunSettings:
             raise UsageError(f"--endpoint must be one of {', '.join(ENDPOINTS)}, got {self.defaults.endpoint!r}")
         if self.defaults.max_tokens is not None and self.defaults.max_tokens < 1:
             raise UsageError(f"--max-tokens must be at least 1, got {self.defaults.max_tokens}")
+        if self.via not in VIAS:
+            raise UsageError(f"--via must be one of {', '.join(VIAS)}, got {self.via!r}")
+        if self.batch.fallback not in FALLBACKS:
+            raise UsageError(f"--fallback must be one of {', '.join(FALLBACKS)}, got {self.batch.fallback!r}")
+        if self.batch.max_requests < 1 or self.batch.max_bytes < 1:
+            raise UsageError("--batch-max-requests and --batch-max-bytes must be at least 1")
+        if self.batch.poll_interval <= 0:
+            raise UsageError(f"--poll-interval must be positive, got {self.batch.poll_interval:g}")
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")
