@@ -268,7 +268,8 @@ class BatchRun:
                     self._reason = str(exc)
                     self._echo(f"batchchat: error: {exc}")
                 tg.cancel_scope.cancel()
-            self._display.rate_limited = client.rate_limited
+            for counters in (self.counters, self._display):
+                counters.rate_limited, counters.retries = client.rate_limited, client.retries
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         import signal
@@ -298,11 +299,14 @@ class BatchRun:
             open_chunks = [c for c in state.chunks if c.open]
             if not open_chunks and not any(c.phase != "done" for c in state.chunks):
                 return
-            changed = await self._poll(state, open_chunks)
+            before = [c.status for c in open_chunks]
+            finished = await self._poll(state, open_chunks)
             self._update_display(state)
-            if changed:
+            if finished:
                 interval = self.options.poll_interval
                 continue
+            if before != [c.status for c in open_chunks]:
+                interval = self.options.poll_interval
             if self.options.no_wait and not cancel:
                 ids = ", ".join(c.batch_id or "?" for c in open_chunks)
                 self._reason = (f"--no-wait: {len(open_chunks)} batches running ({ids}); rerun the same command "
@@ -329,6 +333,9 @@ class BatchRun:
             if chunk.kind != "batch" or chunk.phase not in ("ready", "uploaded"):
                 continue
             limit = state.token_limits.get(chunk.model)
+            if limit is None and any(c.open and c.model == chunk.model and c.status in (None, "validating")
+                                     for c in state.chunks):
+                continue  # limit unknown: one batch in validation per model, so at most one is rejected for it
             if limit is not None:
                 ratio = state.token_ratio.get(chunk.model, 1.0)
                 need = chunk.tokens * ratio
