@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from helpers import TEST_KEY, read_output
+
 from batchchat.simulator import Simulator
 from batchchat.simulator.batch_config import BatchConfig
-from helpers import TEST_KEY, read_output
 
 FAST = {"window_seconds": 120.0, "validate_seconds": 0.05, "lines_per_second": 20_000.0,
         "finalize_seconds": 0.05, "cancel_seconds": 0.05}

@@ -221,6 +221,8 @@ class BatchRun:
 
     def _repair(self, state: BatchState) -> None:
         """Undo a collect a crash interrupted: cut the output back to where that chunk's lines began."""
+        if not any(c.phase == "collecting" for c in state.chunks):
+            return
         for chunk in state.chunks:
             if chunk.phase != "collecting":
                 continue
