@@ -98,6 +98,7 @@ class BatchRun:
         self._batches = 0
         self._index_lines = 0
         self._nowait = False
+        self._model = ""  # the model of the chunk being collected (for the cost)
 
     # ---- the run ----------------------------------------------------------------------------------------
 
@@ -317,7 +318,8 @@ class BatchRun:
                 self._nowait = True
                 return
             await self._sleep(interval)
-            interval = min(self.options.poll_max, interval * 1.5)
+            if not any(c.status == "finalizing" for c in open_chunks):  # about to finish: keep polling
+                interval = min(self.options.poll_max, interval * 1.5)
 
     @staticmethod
     def _has_terminal(chunks: list[Chunk]) -> bool:
@@ -501,6 +503,7 @@ class BatchRun:
         elif not resend:
             missing = (f"batch_{status}", f"batch {chunk.batch_id} was {status} before running this line")
         attempts = self._generation(state, chunk)
+        self._model = chunk.model
         collector = self._collector
         assert collector is not None
         with anyio.CancelScope(shield=True):
@@ -603,6 +606,7 @@ class BatchRun:
         chunk.phase = "collecting"
         chunk.collect_from = self._writer_size()
         state.save()
+        self._model = chunk.model
         collector = self._collector
         assert collector is not None
         with anyio.CancelScope(shield=True):
@@ -667,12 +671,9 @@ class BatchRun:
             except Exception:  # prices are a nicety: a run never fails for them
                 self._costs = (None, None)
         batch_tally, online_tally = self._costs
-        if batch_tally is None or not result.raw_body:
+        if batch_tally is None:
             return
-        try:
-            model = orjson.loads(result.raw_body).get("model") or ""
-        except (orjson.JSONDecodeError, AttributeError):
-            return
+        model = self._model
         batch_tally.add(model, result.usage)
         online_tally.add(model, result.usage)
 

@@ -216,7 +216,7 @@ def _batch_options(pick: Callable[..., Any]) -> BatchOptions:
         max_requests=pick("batch_max_requests", 50_000),
         max_bytes=pick("batch_max_bytes", 200_000_000),
         poll_interval=poll,
-        poll_max=max(poll, 300.0) if poll >= 30.0 else max(poll, min(300.0, poll * 10)),
+        poll_max=max(poll, 300.0) if poll >= 30.0 else min(300.0, poll * 4),
         no_wait=bool(pick("no_wait", False)),
         fallback=pick("fallback", "resubmit"),
     )
