@@ -61,7 +61,7 @@ class BatchSummary(Summary):
 
     def render(self) -> str:
         """The summary as a few lines for a person."""
-        lines = Summary.render(self).split("\n")
+        lines = [line for line in Summary.render(self).split("\n") if not line.startswith("  latency")]
         extra = [f"  via        Batch API, {self.batches:,} batches"]
         if self.cost_usd is not None and self.online_cost_usd is not None:
             saved = self.online_cost_usd - self.cost_usd
@@ -310,7 +310,9 @@ class BatchRun:
                 continue
             if before != [c.status for c in open_chunks]:
                 interval = self.options.poll_interval
-            if self.options.no_wait and not cancel:
+            unsent = any(c.phase in ("ready", "uploaded") and c.kind == "batch" and c.model not in state.token_limits
+                         for c in state.chunks)  # waiting for a batch of their model to pass validation
+            if self.options.no_wait and not cancel and not unsent:
                 ids = ", ".join(c.batch_id or "?" for c in open_chunks)
                 self._reason = (f"--no-wait: {len(open_chunks)} batches running ({ids}); rerun the same command "
                                 "to collect them")
