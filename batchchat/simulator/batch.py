@@ -33,7 +33,7 @@ from batchchat.simulator import responses as rs
 from batchchat.simulator import tokens as tk
 from batchchat.simulator.limits import format_duration
 from batchchat.simulator.multipart import MultipartError, parse_form
-from batchchat.simulator.server import DROP, Reply
+from batchchat.simulator.reply import DROP, Reply
 
 if TYPE_CHECKING:
     from batchchat.simulator.server import SimulatorApp

@@ -15,22 +15,21 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import httptools
 import orjson
 
 from batchchat.simulator import responses as rs
 from batchchat.simulator import tokens as tk
+from batchchat.simulator.batch import BatchService
 from batchchat.simulator.config import SimulatorConfig
 from batchchat.simulator.faults import FaultPlan
 from batchchat.simulator.limits import Limiter, format_duration
+from batchchat.simulator.reply import DROP, HANG, JSON, NORMAL, TRUNCATE, Reply
 from batchchat.simulator.stats import Stats
 
 __all__ = ["Reply", "SimulatorApp", "SimulatorServer", "start_server"]
-
-NORMAL, DROP, HANG, TRUNCATE = 0, 1, 2, 3
-JSON = b"application/json"
 
 _REASONS = {
     200: b"200 OK",
@@ -45,17 +44,6 @@ _REASONS = {
     502: b"502 Bad Gateway",
     503: b"503 Service Unavailable",
 }
-
-
-class Reply(NamedTuple):
-    """What to send: status, body, extra header lines (CRLF-terminated), content type, delay, action."""
-
-    status: int
-    body: bytes
-    headers: bytes = b""
-    ctype: bytes = JSON
-    delay: float = 0.0
-    action: int = NORMAL
 
 
 _SERVER_ERROR = rs.error_body(
@@ -112,8 +100,6 @@ class SimulatorApp:
             b"/stats/reset": (b"POST", self._stats_reset),
             b"/health": (b"GET", self._health),
         }
-        from batchchat.simulator.batch import BatchService  # here: batch.py imports this module
-
         self.batch = BatchService(self)
 
     def reset_stats(self) -> None:
