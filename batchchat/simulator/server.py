@@ -15,7 +15,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 import orjson
@@ -26,10 +26,12 @@ from batchchat.simulator.batch import BatchService
 from batchchat.simulator.config import SimulatorConfig
 from batchchat.simulator.faults import FaultPlan
 from batchchat.simulator.limits import Limiter, format_duration
-from batchchat.simulator.reply import DROP, HANG, JSON, NORMAL, TRUNCATE, Reply
 from batchchat.simulator.stats import Stats
 
 __all__ = ["Reply", "SimulatorApp", "SimulatorServer", "start_server"]
+
+NORMAL, DROP, HANG, TRUNCATE = 0, 1, 2, 3
+JSON = b"application/json"
 
 _REASONS = {
     200: b"200 OK",
@@ -44,6 +46,17 @@ _REASONS = {
     502: b"502 Bad Gateway",
     503: b"503 Service Unavailable",
 }
+
+
+class Reply(NamedTuple):
+    """What to send: status, body, extra header lines (CRLF-terminated), content type, delay, action."""
+
+    status: int
+    body: bytes
+    headers: bytes = b""
+    ctype: bytes = JSON
+    delay: float = 0.0
+    action: int = NORMAL
 
 
 _SERVER_ERROR = rs.error_body(
@@ -117,7 +130,9 @@ class SimulatorApp:
             path, query = path[:q], path[q + 1 :]
         route = self.routes.get(path)
         if route is None and path.startswith((b"/v1/files", b"/v1/batches")):  # the Batch API: batch.py
-            return self._count(self.batch.handle(method, path, query, headers, body))
+            answer = self.batch.handle(method, path, query, headers, body)
+            action = DROP if answer.drop else NORMAL
+            return self._count(Reply(answer.status, answer.body, answer.headers, answer.ctype, action=action))
         if route is None and path.startswith(b"/openai/deployments/"):  # Azure-style path
             rest = path.split(b"/", 4)[-1] if path.count(b"/") >= 4 else b""
             route = self.routes.get(b"/v1/" + rest)
