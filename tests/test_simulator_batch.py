@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from batchchat.simulator import Simulator, SimulatorConfig
-from batchchat.simulator.batch_config import BatchConfig, batch_args, parse_model_limits
+from batchchat.simulator.batch_config import BatchConfig, batch_args, parse_enqueued_limits
 from batchchat.simulator.multipart import MultipartError, parse_form, parse_header_params
 from batchchat.simulator.server import SimulatorApp
 
@@ -585,9 +585,9 @@ def test_batch_config_validation_and_flags() -> None:
     assert batch_args(cfg) == ["--batch-window-seconds", "5.0", "--batch-fail-all",
                                "--batch-model-enqueued-tokens", "gpt-4o=90000", "--batch-upload-rpm", "10"]
     assert cfg.enqueued_limit("gpt-4o") == 90_000 and cfg.enqueued_limit("other") is None
-    assert parse_model_limits(["a=1", "org/m=2"]) == {"a": 1, "org/m": 2}
+    assert parse_enqueued_limits(["a=1", "org/m=2"]) == {"a": 1, "org/m": 2}
     with pytest.raises(ValueError):
-        parse_model_limits(["a"])
+        parse_enqueued_limits(["a"])
 
 
 def test_results_do_not_depend_on_when_clients_poll(start: Callable[..., Api]) -> None:

@@ -24,7 +24,7 @@ import hashlib
 import math
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qs
 
 import orjson
@@ -33,12 +33,11 @@ from batchchat.simulator import responses as rs
 from batchchat.simulator import tokens as tk
 from batchchat.simulator.limits import format_duration
 from batchchat.simulator.multipart import MultipartError, parse_form
-from batchchat.simulator.server import DROP, Reply
 
 if TYPE_CHECKING:
     from batchchat.simulator.server import SimulatorApp
 
-__all__ = ["ENDPOINTS", "OPEN", "TERMINAL", "BatchService"]
+__all__ = ["ENDPOINTS", "OPEN", "TERMINAL", "Answer", "BatchService"]
 
 ENDPOINTS = ("/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions")
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -46,6 +45,7 @@ OPEN = frozenset({"validating", "in_progress", "finalizing"})
 TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 MAX_REPORTED_ERRORS = 100  # line errors listed in a failed batch's `errors.data`
 OCTET = b"application/octet-stream"
+JSON = b"application/json"
 
 OK, SERVER_ERROR, INVALID = 0, 1, 2  # the outcome of one line
 
@@ -72,12 +72,28 @@ _NOT_RUN = {
 }
 
 
-def _error(status: int, message: str, param: str | None = None, code: str | None = None, headers: bytes = b"") -> Reply:
-    return Reply(status, rs.error_body(message, "invalid_request_error", param, code), headers)
+class Answer(NamedTuple):
+    """What the server sends (it makes a `Reply` of it): status, body, header lines, content type;
+    `drop`: close the connection instead (the "lost" and "drop" faults)."""
+
+    status: int
+    body: bytes
+    headers: bytes = b""
+    ctype: bytes = JSON
+    drop: bool = False
 
 
-def _json(obj: Any) -> Reply:
-    return Reply(200, orjson.dumps(obj))
+_DROPPED = Answer(0, b"", drop=True)
+
+
+def _error(
+    status: int, message: str, param: str | None = None, code: str | None = None, headers: bytes = b""
+) -> Answer:
+    return Answer(status, rs.error_body(message, "invalid_request_error", param, code), headers)
+
+
+def _json(obj: Any) -> Answer:
+    return Answer(200, orjson.dumps(obj))
 
 
 def _line_error(code: str, message: str, line: int | None, param: str | None = None) -> dict[str, Any]:
@@ -256,7 +272,7 @@ class BatchService:
 
     def handle(
         self, method: bytes, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> Reply:
+    ) -> Answer:
         """Answer one request under /v1/files or /v1/batches."""
         self.app.stats.requests += 1
         denied = self._authorize(headers)
@@ -291,7 +307,7 @@ class BatchService:
             return _error(405, f"Method {verb} not allowed on {path.decode('latin-1')}", headers=allow)
         return run()
 
-    def _authorize(self, headers: list[tuple[bytes, bytes]]) -> Reply | None:
+    def _authorize(self, headers: list[tuple[bytes, bytes]]) -> Answer | None:
         expected = self.sim.api_key
         if expected is None:
             return None
@@ -312,7 +328,7 @@ class BatchService:
         """The fault of the n-th (from 0) well-formed upload or creation: "ok", "500", "drop" or "lost"."""
         return sequence[n] if n < len(sequence) else "ok"
 
-    def _rate_limited(self, gate: _Gate | None, what: str, now: float) -> Reply | None:
+    def _rate_limited(self, gate: _Gate | None, what: str, now: float) -> Answer | None:
         if gate is None:
             return None
         wait = gate.take(now)
@@ -324,7 +340,7 @@ class BatchService:
             f"Limit {gate.rpm}. Please try again in {format_duration(wait_ms / 1000)}."
         )
         retry = f"retry-after: {max(1, math.ceil(wait_ms / 1000))}\r\nretry-after-ms: {wait_ms}\r\n".encode()
-        return Reply(429, rs.error_body(msg, "requests", None, "rate_limit_exceeded"), retry)
+        return Answer(429, rs.error_body(msg, "requests", None, "rate_limit_exceeded"), retry)
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -346,31 +362,31 @@ class BatchService:
         self.files[f.id] = f
         return f
 
-    def _upload(self, headers: list[tuple[bytes, bytes]], body: bytes, now: float) -> Reply:
+    def _upload(self, headers: list[tuple[bytes, bytes]], body: bytes, now: float) -> Answer:
         stats = self.app.stats.batch
         limited = self._rate_limited(self.upload_gate, "file uploads", now)
         if limited is not None:
             stats.rate_limited_uploads += 1
             return limited
         reply = self._check_upload(headers, body)
-        if isinstance(reply, Reply):
+        if isinstance(reply, Answer):
             stats.uploads_rejected += 1
             return reply
         fault = self._fault(self.config.upload_faults, self.uploads)
         self.uploads += 1
         if fault in ("500", "drop"):
             stats.upload_faults += 1
-            return Reply(500, _FAULT_500) if fault == "500" else Reply(0, b"", action=DROP)
+            return Answer(500, _FAULT_500) if fault == "500" else _DROPPED
         filename, purpose, data = reply
         f = self._store(filename, purpose, data, now)
         stats.files_uploaded += 1
         stats.bytes_uploaded += len(data)
         stats.uploads_by_filename[filename] = stats.uploads_by_filename.get(filename, 0) + 1
         if fault == "lost":
-            return Reply(0, b"", action=DROP)
+            return _DROPPED
         return _json(self._file_obj(f))
 
-    def _check_upload(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply | tuple[str, str, bytes]:
+    def _check_upload(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Answer | tuple[str, str, bytes]:
         ctype = next((v.decode("latin-1") for n, v in headers if n == b"content-type"), "")
         try:
             form = parse_form(ctype, body)
@@ -397,9 +413,9 @@ class BatchService:
                               f"{limit} bytes.", "file", "file_too_large")
         return filename, purpose, data
 
-    def _list_files(self, params: dict[str, list[str]]) -> Reply:
+    def _list_files(self, params: dict[str, list[str]]) -> Answer:
         limit = self._limit(params, 10_000, 10_000)
-        if isinstance(limit, Reply):
+        if isinstance(limit, Answer):
             return limit
         order = params.get("order", ["desc"])[0]
         if order not in ("asc", "desc"):
@@ -411,28 +427,28 @@ class BatchService:
             items.reverse()
         return self._page([self._file_obj(f) for f in items], params, limit)
 
-    def _get_file(self, file_id: str) -> Reply:
+    def _get_file(self, file_id: str) -> Answer:
         f = self.files.get(file_id)
         return _json(self._file_obj(f)) if f is not None else self._no_file(file_id)
 
-    def _file_content(self, file_id: str) -> Reply:
+    def _file_content(self, file_id: str) -> Answer:
         f = self.files.get(file_id)
-        return Reply(200, f.data, b"", OCTET) if f is not None else self._no_file(file_id)
+        return Answer(200, f.data, b"", OCTET) if f is not None else self._no_file(file_id)
 
-    def _delete_file(self, file_id: str) -> Reply:
+    def _delete_file(self, file_id: str) -> Answer:
         if self.files.pop(file_id, None) is None:
             return self._no_file(file_id)
         self.app.stats.batch.files_deleted += 1
         return _json({"id": file_id, "object": "file", "deleted": True})
 
     @staticmethod
-    def _no_file(file_id: str) -> Reply:
+    def _no_file(file_id: str) -> Answer:
         return _error(404, f"No such File object: {file_id}", "id")
 
     # ---- pagination --------------------------------------------------------------------------
 
     @staticmethod
-    def _limit(params: dict[str, list[str]], default: int, maximum: int) -> int | Reply:
+    def _limit(params: dict[str, list[str]], default: int, maximum: int) -> int | Answer:
         raw = params.get("limit", [None])[0]
         if raw is None:
             return default
@@ -447,7 +463,7 @@ class BatchService:
         return limit
 
     @staticmethod
-    def _page(items: list[dict[str, Any]], params: dict[str, list[str]], limit: int) -> Reply:
+    def _page(items: list[dict[str, Any]], params: dict[str, list[str]], limit: int) -> Answer:
         after = params.get("after", [None])[0]
         if after is not None:
             index = next((i for i, item in enumerate(items) if item["id"] == after), None)
@@ -463,21 +479,21 @@ class BatchService:
 
     # ---- batches: requests -------------------------------------------------------------------
 
-    def _create(self, raw: bytes, now: float) -> Reply:
+    def _create(self, raw: bytes, now: float) -> Answer:
         stats = self.app.stats.batch
         limited = self._rate_limited(self.create_gate, "batch creation", now)
         if limited is not None:
             stats.rate_limited_creates += 1
             return limited
         reply = self._check_create(raw)
-        if isinstance(reply, Reply):
+        if isinstance(reply, Answer):
             stats.creates_rejected += 1
             return reply
         fault = self._fault(self.config.create_faults, self.creates)
         self.creates += 1
         if fault in ("500", "drop"):
             stats.create_faults += 1
-            return Reply(500, _FAULT_500) if fault == "500" else Reply(0, b"", action=DROP)
+            return Answer(500, _FAULT_500) if fault == "500" else _DROPPED
         endpoint, f, metadata = reply
         self.seq += 1
         b = Batch(self.seq, endpoint, f, metadata, now, self.config)
@@ -489,10 +505,10 @@ class BatchService:
         stats.batches_by_input_file[f.id] = stats.batches_by_input_file.get(f.id, 0) + 1
         self.advance(now)  # a batch with validate_seconds=0 is validated at once
         if fault == "lost":
-            return Reply(0, b"", action=DROP)
+            return _DROPPED
         return _json(self._batch_obj(b, now))
 
-    def _check_create(self, raw: bytes) -> Reply | tuple[str, StoredFile, Any]:
+    def _check_create(self, raw: bytes) -> Answer | tuple[str, StoredFile, Any]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -527,13 +543,13 @@ class BatchService:
                           "invalid_value")
         return endpoint, f, metadata
 
-    def _get_batch(self, batch_id: str, now: float) -> Reply:
+    def _get_batch(self, batch_id: str, now: float) -> Answer:
         b = self.batches.get(batch_id)
         return _json(self._batch_obj(b, now)) if b is not None else self._no_batch(batch_id)
 
-    def _list_batches(self, params: dict[str, list[str]], now: float) -> Reply:
+    def _list_batches(self, params: dict[str, list[str]], now: float) -> Answer:
         limit = self._limit(params, 20, 100)
-        if isinstance(limit, Reply):
+        if isinstance(limit, Answer):
             return limit
         newest_first = list(reversed(self.batches.values()))
         after = params.get("after", [None])[0]
@@ -544,7 +560,7 @@ class BatchService:
         items = [self._batch_obj(b, now) for b in page]
         return self._page(items, {}, limit)
 
-    def _cancel(self, batch_id: str, now: float) -> Reply:
+    def _cancel(self, batch_id: str, now: float) -> Answer:
         b = self.batches.get(batch_id)
         if b is None:
             return self._no_batch(batch_id)
@@ -561,7 +577,7 @@ class BatchService:
         return _json(self._batch_obj(b, now))
 
     @staticmethod
-    def _no_batch(batch_id: str) -> Reply:
+    def _no_batch(batch_id: str) -> Answer:
         return _error(404, f"No batch found with id '{batch_id}'.", "batch_id")
 
     # ---- batches: the clock-driven state machine ---------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-__all__ = ["REQUEST_FAULTS", "BatchConfig", "batch_args", "parse_model_limits"]
+__all__ = ["REQUEST_FAULTS", "BatchConfig", "batch_args", "parse_enqueued_limits"]
 
 REQUEST_FAULTS = ("ok", "500", "drop", "lost")
 
@@ -120,7 +120,7 @@ def batch_args(config: BatchConfig) -> list[str]:
     return args
 
 
-def parse_model_limits(specs: list[str]) -> dict[str, int]:
+def parse_enqueued_limits(specs: list[str]) -> dict[str, int]:
     """`["gpt-4o=90000"]` -> `{"gpt-4o": 90000}` (ValueError on a malformed spec)."""
     limits: dict[str, int] = {}
     for spec in specs:

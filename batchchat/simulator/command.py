@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from batchchat.simulator.batch_config import BatchConfig, parse_model_limits
 from batchchat.simulator.config import SimulatorConfig
 from batchchat.simulator.faults import FAULT_KINDS
 
@@ -103,6 +102,7 @@ def serve(
     embedding_dims: Annotated[int, typer.Option(help="Dimensions of the simulated embeddings.")] = 8,
 ) -> None:
     """Run the OpenAI-compatible simulator (rate limits, latency, faults) until Ctrl-C."""
+    from batchchat.simulator.batch_config import BatchConfig, parse_enqueued_limits
     from batchchat.simulator.runner import serve_forever
 
     sequence = tuple(s.strip() for s in fault_sequence.split(",") if s.strip()) if fault_sequence else ()
@@ -116,7 +116,7 @@ def serve(
             failure_rate=batch_failure_rate,
             fail_all=batch_fail_all,
             enqueued_tokens=batch_enqueued_tokens,
-            model_enqueued_tokens=parse_model_limits(batch_model_enqueued_tokens or []),
+            model_enqueued_tokens=parse_enqueued_limits(batch_model_enqueued_tokens or []),
             max_requests_per_file=batch_max_requests,
             max_file_bytes=batch_max_file_bytes,
             max_embedding_inputs=batch_max_embedding_inputs,

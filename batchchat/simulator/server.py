@@ -22,6 +22,7 @@ import orjson
 
 from batchchat.simulator import responses as rs
 from batchchat.simulator import tokens as tk
+from batchchat.simulator.batch import BatchService
 from batchchat.simulator.config import SimulatorConfig
 from batchchat.simulator.faults import FaultPlan
 from batchchat.simulator.limits import Limiter, format_duration
@@ -112,8 +113,6 @@ class SimulatorApp:
             b"/stats/reset": (b"POST", self._stats_reset),
             b"/health": (b"GET", self._health),
         }
-        from batchchat.simulator.batch import BatchService  # here: batch.py imports this module
-
         self.batch = BatchService(self)
 
     def reset_stats(self) -> None:
@@ -131,7 +130,9 @@ class SimulatorApp:
             path, query = path[:q], path[q + 1 :]
         route = self.routes.get(path)
         if route is None and path.startswith((b"/v1/files", b"/v1/batches")):  # the Batch API: batch.py
-            return self._count(self.batch.handle(method, path, query, headers, body))
+            answer = self.batch.handle(method, path, query, headers, body)
+            action = DROP if answer.drop else NORMAL
+            return self._count(Reply(answer.status, answer.body, answer.headers, answer.ctype, action=action))
         if route is None and path.startswith(b"/openai/deployments/"):  # Azure-style path
             rest = path.split(b"/", 4)[-1] if path.count(b"/") >= 4 else b""
             route = self.routes.get(b"/v1/" + rest)

@@ -6,7 +6,6 @@ Fields: `requests` (received, all routes but /stats), `responses` {status: count
 `rate_limited_tokens`, `in_flight`, `max_in_flight`, `elapsed` (seconds since start/reset) and
 `series`: one entry per second since start/reset, ``{"t", "requests", "tokens", "429"}`` where
 requests/tokens are what the limiter admitted in that second and 429 the limiter refusals.
-`batch`: the Batch API's counters (see `BatchStats`).
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BatchStats", "Stats"]
+__all__ = ["Stats"]
 
 
 class Stats:
@@ -31,6 +30,7 @@ class Stats:
         self.requests = 0
         self.responses: dict[int, int] = {}
         self.faults: dict[str, int] = {}
+        self.batch = BatchStats()  # the Batch API's counters
         self.tokens_admitted = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -38,7 +38,6 @@ class Stats:
         self.rate_limited_tokens = 0
         self.max_in_flight = self.in_flight
         self._series: dict[int, list[int]] = {}
-        self.batch = BatchStats()
 
     def _second(self) -> list[int]:
         t = int(self.clock() - self.start)
@@ -77,6 +76,7 @@ class Stats:
             "requests": self.requests,
             "responses": {str(code): n for code, n in sorted(self.responses.items())},
             "faults": dict(sorted(self.faults.items())),
+            "batch": self.batch.snapshot(),
             "tokens_admitted": self.tokens_admitted,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -87,7 +87,6 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "elapsed": round(self.clock() - self.start, 6),
             "series": series,
-            "batch": self.batch.snapshot(),
         }
 
 
