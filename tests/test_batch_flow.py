@@ -83,7 +83,7 @@ def test_bad_lines_get_error_lines_before_anything_is_uploaded_and_strict_refuse
 
 def test_no_wait_submits_and_exits_0_then_the_same_command_collects(
         tmp_path: Path, simulator: Callable[..., Simulator]) -> None:
-    sim = start_batch_sim(simulator, validate_seconds=0.5)
+    sim = start_batch_sim(simulator, validate_seconds=0.1, lines_per_second=20.0)  # 2.5 s a batch
     job = write_jobs(tmp_path / "job.jsonl", chat_lines(120))
     out = tmp_path / "out.jsonl"
     first = batchchat.run(job, out, **batch_options(sim, no_wait=True, batch_max_requests=50))
