@@ -88,7 +88,7 @@ def run(quick: bool, work: Path) -> Section:
     rows = [[n, len(batches), stats["files_uploaded"], summary["succeeded"], summary["failed"], r.wall, sim_time,
              r.wall - sim_time, before, after, cpu, r.maxrss_mb]]
     body = (f"{n:,} small chat lines ({inp.stat().st_size / 1e6:,.0f} MB) through `batchchat run --via batch` "
-            "against the simulator's Batch API (validating 0.5 s, 20,000 lines/s per batch, finalizing 0.5 s; "
+            "against the simulator's Batch API (validating 0.5 s, 10,000 lines/s per batch, finalizing 0.5 s; "
             "batches of one model are validated one at a time until its enqueued-token limit is known).\n\n"
             + table(["lines", "batches", "files uploaded", "ok", "failed", "wall s", "simulator batch s",
                      "wall - batch s", "before 1st batch s", "after last batch s", "client CPU s", "peak RSS MB"],
@@ -96,16 +96,20 @@ def run(quick: bool, work: Path) -> Section:
             + "\n\n`simulator batch s` is the union of the batches' created_at -> completed_at spans (whole "
             "seconds, from `GET /v1/batches`); `wall - batch s` is batchchat's own time: before the first batch "
             "(start-up, scan, split, upload; whole-second timestamps, so +-1 s) and after the last (download, "
-            "write the output); `client CPU s` is user + system CPU of the client process over the whole run "
-            "(polling included).\n\n"
+            "write the output; this includes the simulator producing a batch's answers, which it does lazily on the "
+            "polls that find it finished, on its own core); `client CPU s` is user + system CPU of the client "
+            "process over the whole run (start-up, scan, split, polling, collect): batchchat's own work, which "
+            "does not grow with the batch time.\n\n"
             f"Command: `python -m benchmarks.bench_batch{' --quick' if quick else ''}`.")
     goals = [
         ("at least 3 batch files", f"{len(batches)}", len(batches) >= 3),
         ("every id exactly once in the output", f"{len(seen):,} ids, {repeats} repeated", every_once),
         ("0 files uploaded twice, 0 batches created twice", f"{twice}", twice == 0),
         ("peak RSS < 150 MB", f"{r.maxrss_mb:.0f} MB", r.maxrss_mb < 150),
-        ("wall time dominated by the simulator's batch time", f"{sim_time} s of {r.wall:.1f} s",
-         sim_time >= 0.5 * r.wall),
+        ("wall time dominated by the simulator's batch time (batch spans >= half the wall)",
+         f"{sim_time} s of {r.wall:.1f} s", sim_time >= 0.5 * r.wall),
+        ("batchchat's own CPU a minor share of the wall (< 50%)", f"{cpu:.1f} s of {r.wall:.1f} s "
+         f"({100 * cpu / r.wall:.0f}%)", cpu < 0.5 * r.wall),
     ]
     return Section("8. Batch API (`--via batch`)", body, goals,
                    {"wall": r.wall, "sim_batch_seconds": sim_time, "client_cpu": cpu, "peak_rss_mb": r.maxrss_mb,

@@ -288,19 +288,30 @@ class BatchRun:
                 return
 
     async def _drive(self, state: BatchState, cancel: bool) -> None:
-        """Submit, poll and collect until every chunk is done (with --no-wait: until nothing more changes)."""
+        """Submit, poll and collect until every chunk is done (with --no-wait: until nothing more changes).
+
+        A finished batch is collected in a task of its own (one at a time: they share the output), so polling
+        and submitting go on while a large file is downloaded and written."""
+        self._write_lock = anyio.Lock()
+        self._collecting: set[int] = set()
+        self._wake = anyio.Event()
+        async with anyio.create_task_group() as collects:
+            self._collects = collects
+            await self._drive_loop(state, cancel)
+
+    async def _drive_loop(self, state: BatchState, cancel: bool) -> None:
         interval = self.options.poll_interval
         while True:
             if not cancel:
                 await self._submit(state)
             else:
-                self._cancel_unsubmitted(state)
+                await self._cancel_unsubmitted(state)
             for chunk in [c for c in state.chunks if c.kind == "online" and c.phase == "ready"]:
                 await self._run_online(state, chunk)
                 if self._exit not in (ExitCode.OK, ExitCode.FAILURES):
                     return
-            open_chunks = [c for c in state.chunks if c.open]
-            if not open_chunks and not any(c.phase != "done" for c in state.chunks):
+            open_chunks = [c for c in state.chunks if c.open and c.n not in self._collecting]
+            if not open_chunks and not self._collecting and not any(c.phase != "done" for c in state.chunks):
                 return
             before = [c.status for c in open_chunks]
             finished = await self._poll(state, open_chunks)
@@ -319,13 +330,12 @@ class BatchRun:
                 self._echo(f"batchchat: {self._reason}")
                 self._nowait = True
                 return
-            await self._sleep(interval)
+            with anyio.move_on_after(interval):
+                await self._wake.wait()  # a collect finished: room in the queue, maybe the end
+            if self._wake.is_set():
+                self._wake = anyio.Event()
             if not any(c.status == "finalizing" for c in open_chunks):  # about to finish: keep polling
                 interval = min(self.options.poll_max, interval * 1.5)
-
-    @staticmethod
-    def _has_terminal(chunks: list[Chunk]) -> bool:
-        return any(c.status in TERMINAL for c in chunks)
 
     # ---- submit -----------------------------------------------------------------------------------------
 
@@ -469,9 +479,18 @@ class BatchRun:
                            + (f", {counts.get('completed', 0):,}/{counts.get('total', 0):,} done" if counts else ""))
             chunk.status, chunk.counts = status, dict(counts)
             if status in TERMINAL:
-                await self._collect(state, chunk, batch)
+                self._collecting.add(chunk.n)
+                self._collects.start_soon(self._collect_in_turn, state, chunk, batch)
                 changed = True
         return changed
+
+    async def _collect_in_turn(self, state: BatchState, chunk: Chunk, batch: dict[str, Any]) -> None:
+        try:
+            async with self._write_lock:
+                await self._collect(state, chunk, batch)
+        finally:
+            self._collecting.discard(chunk.n)
+            self._wake.set()
 
     async def _collect(self, state: BatchState, chunk: Chunk, batch: dict[str, Any]) -> None:
         status = batch["status"]
@@ -605,17 +624,18 @@ class BatchRun:
             self._exit = ExitCode(summary.exit_code) if summary.exit_code else ExitCode.FAILURES
             self._reason = summary.stopped or "the online fallback did not finish; rerun the same command"
             return
-        chunk.phase = "collecting"
-        chunk.collect_from = self._writer_size()
-        state.save()
-        self._model = chunk.model
-        collector = self._collector
-        assert collector is not None
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(collector.collect, work, chunk, [side], "completed", False,
-                                           ("missing_from_online_output", "the online fallback wrote no line"), 1)
-        chunk.phase, chunk.collect_from, chunk.note = "done", None, "online"
-        state.save()
+        async with self._write_lock:
+            chunk.phase = "collecting"
+            chunk.collect_from = self._writer_size()
+            state.save()
+            self._model = chunk.model
+            collector = self._collector
+            assert collector is not None
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(collector.collect, work, chunk, [side], "completed", False,
+                                               ("missing_from_online_output", "the online fallback wrote no line"), 1)
+            chunk.phase, chunk.collect_from, chunk.note = "done", None, "online"
+            state.save()
         self._remove_files(state, chunk, side, side.with_name(side.name + ".lock"))
 
     # ---- cancel -----------------------------------------------------------------------------------------
@@ -632,9 +652,14 @@ class BatchRun:
                 self._echo(f"batchchat: cancelling batch {chunk.batch_id} (file {chunk.n})")
         state.save()
 
-    def _cancel_unsubmitted(self, state: BatchState) -> None:
+    async def _cancel_unsubmitted(self, state: BatchState) -> None:
         """`cancel`: lines never submitted get an error line (a rerun of `run` tries them again)."""
         todo = [c for c in state.chunks if c.phase in ("ready", "uploaded")]
+        if todo:
+            async with self._write_lock:
+                self._cancel_chunks(state, todo)
+
+    def _cancel_chunks(self, state: BatchState, todo: list[Chunk]) -> None:
         for chunk in todo:
             chunk.phase = "collecting"
             chunk.collect_from = self._writer_size()
