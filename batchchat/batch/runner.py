@@ -479,6 +479,12 @@ class BatchRun:
                            + (f", {counts.get('completed', 0):,}/{counts.get('total', 0):,} done" if counts else ""))
             chunk.status, chunk.counts = status, dict(counts)
             if status in TERMINAL:
+                errors = (batch.get("errors") or {}).get("data") or []
+                if status == "failed" and chunk.requests > 1 and any(e.get("code") == "token_limit_exceeded"
+                                                                     for e in errors):
+                    await self._collect(state, chunk, batch)  # learn the limit before anything else is submitted
+                    changed = True
+                    continue
                 self._collecting.add(chunk.n)
                 self._collects.start_soon(self._collect_in_turn, state, chunk, batch)
                 changed = True
