@@ -109,3 +109,26 @@ def test_cancel_collects_what_finished_and_a_rerun_does_the_rest(
     assert again.exit_code == 0 and again.succeeded == 200 - cancelled.succeeded
     assert_each_id_once(out, [f"r{i}" for i in range(200)])
     assert_nothing_bought_twice(sim)
+
+
+def test_a_batch_that_fails_validation_gives_each_line_an_error_saying_why(
+        tmp_path: Path, simulator: Callable[..., Simulator]) -> None:
+    sim = start_batch_sim(simulator, max_requests_per_file=10)  # a provider stricter than --batch-max-requests
+    job = write_jobs(tmp_path / "job.jsonl", chat_lines(25))
+    out = tmp_path / "out.jsonl"
+    summary = batchchat.run(job, out, **batch_options(sim, batch_max_requests=20))
+    assert summary.exit_code == 1 and summary.errors_by_code == {"batch_failed": 20} and summary.succeeded == 5
+    results = {r["custom_id"]: r for r in assert_each_id_once(out, [f"r{i}" for i in range(25)])}
+    assert all("too_many_tasks" in results[f"r{i}"]["error"]["message"] for i in range(20))  # the first file
+    assert all(results[f"r{i}"]["error"] is None for i in range(20, 25))
+    assert sim.stats()["batch"]["final"] == {"completed": 1, "failed": 1}
+
+
+def test_a_rejected_key_stops_with_exit_3_before_anything_is_uploaded(
+        tmp_path: Path, simulator: Callable[..., Simulator]) -> None:
+    sim = start_batch_sim(simulator)
+    job = write_jobs(tmp_path / "job.jsonl", chat_lines(5))
+    summary = batchchat.run(job, tmp_path / "out.jsonl", **batch_options(sim, api_key="sk-wrong-key-123456"))
+    assert summary.exit_code == 3 and "401" in (summary.stopped or "")
+    assert "sk-wrong-key-123456" not in (summary.stopped or "")
+    assert sim.stats()["batch"]["files_uploaded"] == 0

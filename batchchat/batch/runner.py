@@ -262,14 +262,18 @@ class BatchRun:
                     if cancel:
                         await self._cancel_open(state)
                     await self._drive(state, cancel)
-                except BatchApiError as exc:
+                except* BatchApiError as group:
+                    exc = group.exceptions[0]
+                    assert isinstance(exc, BatchApiError)
                     self._exit = ExitCode.FAILURES
                     self._reason = f"{exc.message}; rerun the same command to resume"
                     self._echo(f"batchchat: error: {self._reason}")
-                except BatchchatError as exc:
-                    self._exit = exc.exit_code
-                    self._reason = str(exc)
-                    self._echo(f"batchchat: error: {exc}")
+                except* BatchchatError as group:
+                    error = group.exceptions[0]
+                    assert isinstance(error, BatchchatError)
+                    self._exit = error.exit_code
+                    self._reason = str(error)
+                    self._echo(f"batchchat: error: {error}")
                 tg.cancel_scope.cancel()
             for counters in (self.counters, self._display):
                 counters.rate_limited, counters.retries = client.rate_limited, client.retries
