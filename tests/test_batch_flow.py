@@ -115,3 +115,16 @@ def test_429s_on_upload_and_creation_are_waited_out(tmp_path: Path, simulator: C
     assert stats["files_uploaded"] == 4 and stats["batches_created"] == 4
     assert summary.rate_limited_429 > 0
     assert_each_id_once(tmp_path / "out.jsonl", [f"r{i}" for i in range(40)])
+
+
+def test_another_input_on_the_output_of_an_unfinished_batch_run_is_refused(
+        tmp_path: Path, simulator: Callable[..., Simulator]) -> None:
+    sim = start_batch_sim(simulator, validate_seconds=0.1, lines_per_second=20.0)
+    job = write_jobs(tmp_path / "job.jsonl", chat_lines(20))
+    other = write_jobs(tmp_path / "other.jsonl", chat_lines(5, prefix="o"))
+    out = tmp_path / "out.jsonl"
+    assert batchchat.run(job, out, **batch_options(sim, no_wait=True)).exit_code == 0
+    with pytest.raises(UsageError, match="unfinished batch run of"):
+        batchchat.run(other, out, **batch_options(sim))
+    assert batchchat.run(job, out, **batch_options(sim)).exit_code == 0
+    assert_each_id_once(out, [f"r{i}" for i in range(20)])

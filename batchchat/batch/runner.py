@@ -141,6 +141,9 @@ class BatchRun:
         state = BatchState.load(spath)
         if state is not None and not state.split_done:
             state = None  # a crash while splitting: nothing was uploaded, split again
+        if state is not None and not cancel and state.input != self._display_name:
+            raise UsageError(f"{output} is the output of an unfinished batch run of {state.input}; rerun that "
+                             f"command to finish it, or `batchchat cancel {output}`")
         if state is not None:
             self._repair(state)
         elif cancel:
