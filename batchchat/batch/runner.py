@@ -43,6 +43,7 @@ from batchchat.report.summary import Summary
 
 TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 _LIMIT = re.compile(r"Limit:\s*([\d,]+)")
+AMBIGUOUS_TRIES = 6  # uploads or creations whose fate was unknown, looked up and tried again
 FILL = 0.9  # fill the enqueued-token queue to this share of its limit (our estimates are estimates)
 
 
@@ -384,7 +385,7 @@ class BatchRun:
         chunk.phase = "uploading"
         state.save()  # the intent first: a crash from here on is resolved by listing the files
         name = state.upload_name(chunk)
-        while True:
+        for attempt in range(1, AMBIGUOUS_TRIES + 1):
             try:
                 answer = await self._client.upload(state.work_dir / chunk.name, name)
                 break
@@ -394,7 +395,10 @@ class BatchRun:
                 if name in found:
                     answer = found[name]
                     break
-                await self._sleep(1.0)
+                if attempt == AMBIGUOUS_TRIES:
+                    raise BatchApiError(None, "upload_failed",
+                                        f"uploading {name} failed {attempt} times: {exc}") from None
+                await self._sleep(min(30.0, self.settings.retry.backoff_base * 2.0 ** attempt))
         chunk.file_id = answer["id"]
         chunk.phase = "uploaded"
         state.save()
@@ -403,7 +407,7 @@ class BatchRun:
         assert chunk.file_id is not None
         chunk.phase = "creating"
         state.save()
-        while True:
+        for attempt in range(1, AMBIGUOUS_TRIES + 1):
             try:
                 answer = await self._client.create(chunk.file_id, chunk.endpoint, state.metadata(chunk))
                 break
@@ -413,7 +417,10 @@ class BatchRun:
                 if chunk.n in found:
                     answer = found[chunk.n]
                     break
-                await self._sleep(1.0)
+                if attempt == AMBIGUOUS_TRIES:
+                    raise BatchApiError(None, "create_failed", f"creating the batch of file {chunk.n} failed "
+                                        f"{attempt} times: {exc}") from None
+                await self._sleep(min(30.0, self.settings.retry.backoff_base * 2.0 ** attempt))
         chunk.batch_id = answer["id"]
         chunk.status = answer.get("status")
         chunk.phase = "submitted"
