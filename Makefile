@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,simulator]'
 	touch $(STAMP)
 
 # The demo: jobs/demo.jsonl against the built-in simulator; prints the summary and the first result lines.
@@ -31,11 +31,11 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,bench]'
 	$(BIN)/python -m benchmarks.run_all
 
 bench-quick: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,bench]'
 	$(BIN)/python -m benchmarks.run_all --quick
 
 clean:

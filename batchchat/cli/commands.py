@@ -217,7 +217,20 @@ def main() -> None:
     """Entry point of the `batchchat` script."""
     if not sys.argv[1:] or "--help" in sys.argv:
         _import_help_renderer()
+    elif (sys.argv[1] == "serve" or "--simulate" in sys.argv) and not _simulator_installed():
+        typer.echo("batchchat: error: the simulator needs its extra: pip install 'batchchat[simulator]'", err=True)
+        sys.exit(int(ExitCode.USAGE))
     app(prog_name="batchchat")
+
+
+def _simulator_installed() -> bool:
+    """Whether the simulator's server-only dependency (httptools) can be imported."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("httptools") is not None
+    except ValueError:  # sys.modules["httptools"] is None: hidden on purpose
+        return False
 
 
 def _import_help_renderer() -> None:
