@@ -11,6 +11,7 @@ Redis raises `SharedStoreUnavailable`, so the caller can pause dispatch (nothing
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any, TypeVar
@@ -87,7 +88,17 @@ class RedisStore:
     (a fleet must leave it None: the server's clock is the one all hosts agree on).
     """
 
-    __slots__ = ("_budget_keep", "_cap_keep", "_clock", "_redis", "_registered", "_scripts", "_spend", "url")
+    __slots__ = (
+        "_budget_keep",
+        "_cap_keep",
+        "_clock",
+        "_process_ttl",
+        "_redis",
+        "_registered",
+        "_scripts",
+        "_spend",
+        "url",
+    )
 
     def __init__(
         self,
@@ -96,10 +107,12 @@ class RedisStore:
         clock: Callable[[], float] | None = None,
         budget_keep: float = BUDGET_KEEP,
         cap_keep: float = CAP_KEEP,
+        process_ttl: float = PROCESS_TTL,
         socket_timeout: float = SOCKET_TIMEOUT,
     ) -> None:
         self.url = redact_url(url)
         self._clock = clock
+        self._process_ttl = process_ttl
         self._budget_keep = budget_keep
         self._cap_keep = cap_keep
         try:
@@ -116,7 +129,7 @@ class RedisStore:
             name: self._redis.register_script(_script(name))
             for name in ("reserve", "adjust", "pause", "snapshot", "publish", "heartbeat", "processes", "cap")
         }
-        self._spend = RecentSpend()
+        self._spend = RecentSpend(clock or time.monotonic)
         self._registered: dict[tuple[str, str], Mapping[str, str | int | float]] = {}
 
     @staticmethod
@@ -130,9 +143,11 @@ class RedisStore:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise SharedStoreUnavailable(self.url, _reason(exc)) from None
 
+    def _now(self) -> str:
+        return "" if self._clock is None else _arg(self._clock())
+
     async def _budget(self, name: str, key: str, limits: Limits, *extra: float) -> Any:
-        now = "" if self._clock is None else _arg(self._clock())
-        args = [now, _arg(limits.rpm), _arg(limits.tpm), _arg(limits.burst_seconds), _arg(self._budget_keep)]
+        args = [self._now(), _arg(limits.rpm), _arg(limits.tpm), _arg(limits.burst_seconds), _arg(self._budget_keep)]
         args.extend(_arg(x) for x in extra)
         return await self._call(self._scripts[name](keys=[self.budget_key(key)], args=args))
 
@@ -189,12 +204,13 @@ class RedisStore:
             raise KeyError(f"process {process_id!r} is not registered on this budget")
         requests, tokens = self._spend.totals(key)
         blob = orjson.dumps({"info": info, "requests": requests, "tokens": tokens})
-        args = [process_id, blob, _arg(PROCESS_TTL)]
+        args = [self._now(), process_id, blob, _arg(self._process_ttl)]
         await self._call(self._scripts["heartbeat"](keys=self._process_keys(key), args=args))
 
     async def processes(self, key: str) -> list[ProcessInfo]:
         """See `BudgetStore.processes`."""
-        flat = await self._call(self._scripts["processes"](keys=self._process_keys(key), args=[_arg(PROCESS_TTL)]))
+        args = [self._now(), _arg(self._process_ttl)]
+        flat = await self._call(self._scripts["processes"](keys=self._process_keys(key), args=args))
         found = []
         for i in range(0, len(flat), 3):
             data = orjson.loads(flat[i + 2])

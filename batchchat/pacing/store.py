@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from batchchat.pacing import bucket
@@ -158,13 +158,15 @@ class LocalStore:
     `clock` is the seam for tests (a fake clock: pacing is tested without sleeping).
     """
 
-    __slots__ = ("_budgets", "_caps", "_clock", "_spend")
+    __slots__ = ("_budgets", "_caps", "_clock", "_process_ttl", "_registered", "_spend")
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, process_ttl: float = PROCESS_TTL) -> None:
         self._clock = clock
+        self._process_ttl = process_ttl
         self._budgets: dict[str, _Budget] = {}
         self._caps: dict[str, list[float]] = {}  # cap key -> [spent, reserved]
         self._spend = RecentSpend(clock)
+        self._registered: dict[tuple[str, str], Mapping[str, str | int | float]] = {}
 
     def _budget(self, key: str) -> _Budget:
         budget = self._budgets.get(key)
@@ -200,7 +202,7 @@ class LocalStore:
     async def snapshot(self, key: str, limits: Limits) -> Snapshot:
         """See `BudgetStore.snapshot`."""
         now = self._clock()
-        state = self._budget(key).state
+        state = replace(self._budget(key).state)  # a read changes nothing (as in Redis)
         bucket.drain(state, limits, now)
         return Snapshot(state.requests, state.tokens, max(0.0, state.cooldown_until - now))
 
@@ -219,16 +221,16 @@ class LocalStore:
 
     async def register(self, key: str, process_id: str, info: Mapping[str, str | int | float]) -> None:
         """See `BudgetStore.register`."""
-        self._budget(key).processes[process_id] = _Process(dict(info), self._clock())
+        self._registered[key, process_id] = dict(info)
         await self.heartbeat(key, process_id)
 
     async def heartbeat(self, key: str, process_id: str) -> None:
-        """See `BudgetStore.heartbeat`."""
-        process = self._budget(key).processes.get(process_id)
-        if process is None:
+        """See `BudgetStore.heartbeat` (a process dropped for silence is listed again)."""
+        info = self._registered.get((key, process_id))
+        if info is None:
             raise KeyError(f"process {process_id!r} is not registered on this budget")
-        process.seen = self._clock()
-        process.requests, process.tokens = self._spend.totals(key)
+        requests, tokens = self._spend.totals(key)
+        self._budget(key).processes[process_id] = _Process(info, self._clock(), requests, tokens)
 
     async def processes(self, key: str) -> list[ProcessInfo]:
         """See `BudgetStore.processes`."""
@@ -236,7 +238,7 @@ class LocalStore:
         budget = self._budgets.get(key)
         if budget is None:
             return []
-        for pid in [pid for pid, p in budget.processes.items() if now - p.seen > PROCESS_TTL]:
+        for pid in [pid for pid, p in budget.processes.items() if now - p.seen > self._process_ttl]:
             del budget.processes[pid]
         return [
             ProcessInfo(pid, p.info, p.requests, p.tokens, now - p.seen)

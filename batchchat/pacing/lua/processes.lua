@@ -1,8 +1,11 @@
--- processes: the processes heard from within ARGV[1] seconds, as a flat list of
--- process id, seconds since its last heartbeat, its JSON. KEYS as heartbeat.lua. Writes nothing.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local ttl = tonumber(ARGV[1])
+-- processes: the processes heard from within ARGV[2] seconds of now (ARGV[1], '' for the server's TIME), as a
+-- flat list of process id, seconds since its last heartbeat, its JSON. KEYS as heartbeat.lua. Writes nothing.
+local now = tonumber(ARGV[1])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local ttl = tonumber(ARGV[2])
 local live = redis.call('ZRANGEBYSCORE', KEYS[1], string.format('%.17g', now - ttl), '+inf', 'WITHSCORES')
 local out = {}
 for i = 1, #live, 2 do
