@@ -30,6 +30,7 @@ from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapsh
 BUDGET_KEEP = 300.0  # seconds an idle budget (empty, out of cooldown) is kept before it expires
 CAP_KEEP = 86_400.0  # seconds a spending cap is kept after its last use
 SOCKET_TIMEOUT = 5.0  # seconds to connect, and to wait for an answer, before Redis counts as unreachable
+MAX_CONNECTIONS = 32  # connections per store; more tasks than this wait their turn for one
 
 T = TypeVar("T")
 
@@ -92,6 +93,7 @@ class RedisStore:
         "_budget_keep",
         "_cap_keep",
         "_clock",
+        "_pool",
         "_process_ttl",
         "_redis",
         "_registered",
@@ -109,6 +111,7 @@ class RedisStore:
         cap_keep: float = CAP_KEEP,
         process_ttl: float = PROCESS_TTL,
         socket_timeout: float = SOCKET_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.url = redact_url(url)
         self._clock = clock
@@ -116,8 +119,11 @@ class RedisStore:
         self._budget_keep = budget_keep
         self._cap_keep = cap_keep
         try:
-            self._redis = aioredis.Redis.from_url(
+            # a bounded pool that makes a task wait for a free connection (not fail) when all are busy
+            self._pool = aioredis.BlockingConnectionPool.from_url(
                 url,
+                max_connections=max_connections,
+                timeout=socket_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
                 retry=Retry(NoBackoff(), 1),  # one quick retry (a dropped connection), then the caller decides
@@ -125,6 +131,7 @@ class RedisStore:
             )
         except ValueError as exc:
             raise ValueError(f"not a Redis URL: {self.url} ({exc})") from None
+        self._redis = aioredis.Redis(connection_pool=self._pool)
         self._scripts = {
             name: self._redis.register_script(_script(name))
             for name in ("reserve", "adjust", "pause", "snapshot", "publish", "heartbeat", "processes", "cap")
@@ -247,6 +254,7 @@ class RedisStore:
         """Close the connections."""
         close = getattr(self._redis, "aclose", None) or self._redis.close  # aclose: redis-py 5.0.1 on
         await close()
+        await self._pool.disconnect()
 
 
 def _reason(exc: BaseException) -> str:
