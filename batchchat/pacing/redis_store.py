@@ -19,11 +19,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("shared budgets need the Redis client: pip install 'batchchat[redis]'") from exc
 
 from batchchat.pacing.bucket import Limits
 from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapshot
