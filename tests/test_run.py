@@ -290,11 +290,18 @@ async def test_the_cli_s_periodic_collection_runs_full_collections() -> None:
     from batchchat.online.collector import collect_periodically
 
     collections: list[int] = []
+    waits: list[float] = []
     callback = lambda phase, info: collections.append(info["generation"]) if phase == "stop" else None  # noqa: E731
+
+    async def sleep(seconds: float) -> None:  # no real waiting: the fourth wait ends the loop
+        waits.append(seconds)
+        if len(waits) == 4:
+            raise anyio.get_cancelled_exc_class()
+
     gc.callbacks.append(callback)
     try:
-        with anyio.move_on_after(0.35):
-            await collect_periodically(0.1)
+        with pytest.raises(anyio.get_cancelled_exc_class()):
+            await collect_periodically(10.0, sleep=sleep)
     finally:
         gc.callbacks.remove(callback)
-    assert collections.count(2) >= 2
+    assert waits == [10.0] * 4 and collections.count(2) >= 3  # one full collection after each wait
