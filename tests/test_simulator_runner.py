@@ -128,3 +128,40 @@ def test_delayed_answer_over_http() -> None:
     with Simulator.in_thread(SimulatorConfig(latency_ms=30)) as sim:
         r = httpx.post(sim.base_url + "/chat/completions", json=BODY)
         assert r.status_code == 200 and r.elapsed.total_seconds() >= 0.025
+
+
+def test_batch_config_round_trips_through_flags() -> None:
+    from batchchat.simulator.batch_config import BatchConfig
+
+    batch = BatchConfig(
+        window_seconds=5.0,
+        validate_seconds=0.25,
+        lines_per_second=250.0,
+        finalize_seconds=0.125,
+        cancel_seconds=0.75,
+        failure_rate=0.05,
+        fail_all=True,
+        enqueued_tokens=90_000,
+        model_enqueued_tokens={"gpt-4o": 1_000, "text-embedding-3-small": 2_000},
+        max_requests_per_file=1_000,
+        max_file_bytes=1_000_000,
+        max_embedding_inputs=500,
+        upload_rpm=30,
+        create_rpm=20,
+        upload_faults=("ok", "lost"),
+        create_faults=("500", "drop"),
+    )
+    cfg = SimulatorConfig(rpm=500, batch=batch)
+    captured: list[SimulatorConfig] = []
+    import batchchat.simulator.runner as runner
+
+    original = runner.serve_forever
+    runner.serve_forever = lambda config, announce=True: captured.append(config)
+    try:
+        result = CliRunner().invoke(app, ["serve", *config_to_args(cfg)])
+        bad = CliRunner().invoke(app, ["serve", "--batch-model-enqueued-tokens", "gpt-4o"])
+    finally:
+        runner.serve_forever = original
+    assert result.exit_code == 0, result.output
+    assert captured == [cfg]
+    assert bad.exit_code == 2

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from batchchat.simulator.batch_config import BatchConfig
 from batchchat.simulator.faults import FAULT_KINDS
 from batchchat.simulator.limits import LIMIT_KINDS
 from batchchat.simulator.models import ANY_MODEL, DEFAULT_MODELS
@@ -61,6 +62,7 @@ class SimulatorConfig:
     answer_tokens: int = 64
     embedding_dims: int = 8
     clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm", "capacity", "overload_at"):

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from batchchat.simulator.batch_config import batch_args
 from batchchat.simulator.config import SimulatorConfig
 from batchchat.simulator.models import DEFAULT_MODELS
 from batchchat.simulator.server import SimulatorServer
@@ -68,6 +69,7 @@ def config_to_args(config: SimulatorConfig) -> list[str]:
         args += ["--overload-at", str(config.overload_at)]
     args += ["--default-max-tokens", str(config.default_max_tokens)]
     args += ["--answer-tokens", str(config.answer_tokens), "--embedding-dims", str(config.embedding_dims)]
+    args += batch_args(config.batch)
     return args
 
 

@@ -23,6 +23,7 @@ import orjson
 
 from batchchat.simulator import responses as rs
 from batchchat.simulator import tokens as tk
+from batchchat.simulator.batch import BatchService
 from batchchat.simulator.config import SimulatorConfig
 from batchchat.simulator.faults import FaultPlan
 from batchchat.simulator.limits import Limiter, format_duration
@@ -42,6 +43,7 @@ _REASONS = {
     403: b"403 Forbidden",
     404: b"404 Not Found",
     405: b"405 Method Not Allowed",
+    409: b"409 Conflict",
     429: b"429 Too Many Requests",
     500: b"500 Internal Server Error",
     502: b"502 Bad Gateway",
@@ -137,6 +139,7 @@ class SimulatorApp:
             b"/stats/reset": (b"POST", self._stats_reset),
             b"/health": (b"GET", self._health),
         }
+        self.batch = BatchService(self)
 
     def reset_stats(self) -> None:
         """Zero the stats and restart the request numbering (so fault_sequence replays)."""
@@ -148,9 +151,14 @@ class SimulatorApp:
     def handle(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Reply:
         """Answer one request."""
         q = path.find(b"?")
+        query = b""
         if q >= 0:
-            path = path[:q]
+            path, query = path[:q], path[q + 1 :]
         route = self.routes.get(path)
+        if route is None and path.startswith((b"/v1/files", b"/v1/batches")):  # the Batch API: batch.py
+            answer = self.batch.handle(method, path, query, headers, body)
+            action = DROP if answer.drop else NORMAL
+            return self._count(Reply(answer.status, answer.body, answer.headers, answer.ctype, action=action))
         if route is None and path.startswith(b"/openai/deployments/"):  # Azure-style path
             rest = path.split(b"/", 4)[-1] if path.count(b"/") >= 4 else b""
             route = self.routes.get(b"/v1/" + rest)

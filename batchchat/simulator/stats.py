@@ -81,6 +81,7 @@ class Stats:
         self.requests = 0
         self.responses: dict[int, int] = {}
         self.faults: dict[str, int] = {}
+        self.batch = BatchStats()  # the Batch API's counters
         self.tokens_admitted = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -158,6 +159,7 @@ class Stats:
             "requests": self.requests,
             "responses": {str(code): n for code, n in sorted(self.responses.items())},
             "faults": dict(sorted(self.faults.items())),
+            "batch": self.batch.snapshot(),
             "tokens_admitted": self.tokens_admitted,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -174,3 +176,43 @@ class Stats:
             "series": series,
             "models": {name: self.models[name].snapshot(seconds) for name in sorted(self.models)},
         }
+
+
+class BatchStats:
+    """Counters of the Batch API (`/v1/files`, `/v1/batches`), served under `"batch"` in `GET /stats`.
+
+    `uploads_by_filename` / `batches_by_filename` / `batches_by_input_file` list `[name, count]`
+    pairs, so a crash test can assert that no file was uploaded twice and no batch was created
+    twice for one input file. `final` counts batches by the terminal status they reached.
+    """
+
+    def __init__(self) -> None:
+        self.files_uploaded = 0
+        self.bytes_uploaded = 0
+        self.files_deleted = 0
+        self.uploads_rejected = 0
+        self.batches_created = 0
+        self.creates_rejected = 0
+        self.cancels = 0
+        self.rate_limited_uploads = 0
+        self.rate_limited_creates = 0
+        self.upload_faults = 0  # "500" and "drop" faults ("lost" ones count as done)
+        self.create_faults = 0
+        self.final: dict[str, int] = {}
+        self.lines_completed = 0
+        self.lines_failed = 0
+        self.lines_expired = 0
+        self.lines_cancelled = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.uploads_by_filename: dict[str, int] = {}
+        self.batches_by_filename: dict[str, int] = {}
+        self.batches_by_input_file: dict[str, int] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        out = {k: v for k, v in vars(self).items() if not isinstance(v, dict)}
+        out["final"] = dict(sorted(self.final.items()))
+        for name in ("uploads_by_filename", "batches_by_filename", "batches_by_input_file"):
+            out[name] = [[key, n] for key, n in sorted(getattr(self, name).items())]
+        return out
