@@ -255,21 +255,22 @@ def cost_lines(cost: dict[str, Any]) -> list[str]:
     lines = []
     by_model = cost.get("by_model") or {}
     if by_model or not cost.get("unknown_price"):
-        models = ", ".join(f"{m} {usd(v['total_usd'])}" for m, v in by_model.items())
         lines.append(f"  cost       {usd(cost['total_usd'])}: prompt {usd(cost['prompt_usd'])}, cached "
-                     f"{usd(cost['cached_usd'])}, completion {usd(cost['completion_usd'])}"
-                     + (f" ({models})" if len(by_model) > 1 else ""))
+                     f"{usd(cost['cached_usd'])}, completion {usd(cost['completion_usd'])}")
+        if len(by_model) > 1:
+            lines.append("             " + ", ".join(f"{m} {usd(v['total_usd'])}" for m, v in by_model.items()))
     for model, tally in (cost.get("unknown_price") or {}).items():
         lines.append(f"  cost       unknown for {model} ({tally['requests']:,} answers, {tally['prompt_tokens']:,} "
                      f"prompt + {tally['completion_tokens']:,} completion tokens): no price, not counted "
                      "(add it with --prices FILE)")
     cap = cost.get("cap")
     if cap is not None:
-        fate = ""
-        if cost.get("unknown_fate_attempts"):
-            fate = (f", {cost['unknown_fate_attempts']:,} attempts of unknown fate counted in full "
-                    f"({usd(cost['unknown_fate_usd'])})")
-        state = (f"reached, {cap['requests_left']:,} requests left: rerun with a higher --max-cost to resume"
-                 if cap["reached"] else "not reached")
-        lines.append(f"  cap        {usd(cap['cap_usd'])}: {usd(cap['spent_usd'])} spent{fate}; {state}")
+        fate = cost.get("unknown_fate_attempts") or 0
+        note = (f" ({fate:,} attempt{'s' if fate > 1 else ''} of unknown fate counted in full: "
+                f"{usd(cost['unknown_fate_usd'])})" if fate else "")
+        lines.append(f"  cap        {usd(cap['cap_usd'])}, {'reached' if cap['reached'] else 'not reached'}: "
+                     f"{usd(cap['spent_usd'])} spent{note}")
+        if cap["reached"]:
+            lines.append(f"             {cap['requests_left']:,} requests left: rerun with a higher --max-cost "
+                         "to resume")
     return lines

@@ -10,6 +10,7 @@ from typing import TextIO
 
 import anyio
 
+from batchchat.money.cost import usd
 from batchchat.report.counters import Counters
 
 
@@ -50,7 +51,7 @@ def status_line(counters: Counters, rates: tuple[float, float], spent: float | N
     """One line of figures: done/total, rates, retries, errors, money spent (when known), ETA."""
     per_second, per_minute = rates
     pct = 100.0 * counters.done / counters.total if counters.total else 100.0
-    money = "" if spent is None else f"${spent:,.4f} spent, " if spent < 1 else f"${spent:,.2f} spent, "
+    money = "" if spent is None else f"{usd(spent)} spent, "
     return (
         f"{counters.done:,}/{counters.total:,} done ({pct:.0f}%), {counters.failed:,} failed, "
         f"{per_second:,.1f} req/s, {per_minute:,.0f} tok/min, {counters.in_flight:,} in flight, "
