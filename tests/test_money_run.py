@@ -162,6 +162,15 @@ def test_bad_money_input_exits_2_before_anything_is_sent(tmp_path: Path, sim: Si
     assert stats(sim)["requests"] == 0
 
 
+def test_validate_with_a_bad_price_file_exits_2_naming_it(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"models": {"gpt-4o-mini": {"input": 1}}}')
+    job = write_jobs(tmp_path / "job.jsonl", chat_lines(3))
+    result = runner.invoke(app, ["validate", str(job), "--prices", str(prices)])
+    assert result.exit_code == 2
+    assert f'{prices}: models."gpt-4o-mini".output: missing' in result.output
+
+
 def test_max_cost_and_prices_from_the_config_file(tmp_path: Path, sim: Simulator) -> None:
     prices = tmp_path / "p.json"
     prices.write_text('{"models": {"gpt-4o-mini": {"input": 50, "output": 50}}}')

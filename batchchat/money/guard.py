@@ -33,8 +33,8 @@ from batchchat.input.parse import Job, parse_line
 from batchchat.input.plan import Plan
 from batchchat.input.reader import iter_raw_lines
 from batchchat.money.cap import SpendLedger
-from batchchat.money.cost import CostTally, usage_cost, usage_tokens, usd, worst_case_cost
-from batchchat.money.prices import PriceTable
+from batchchat.money.cost import CostTally, usage_tokens, usd
+from batchchat.money.prices import PER_TOKENS, PriceTable
 from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
 # A prompt estimate is padded before it is reserved: an under-reservation is the only way a cap can be passed.
@@ -67,10 +67,13 @@ class Spending:
     def __init__(self, table: PriceTable, ledger: Ledger | None = None,
                  fail: Callable[[ExitCode, str], None] | None = None) -> None:
         self.table = table
-        self.tally = CostTally(table)
         self.ledger = ledger
+        # the hot path sums tokens per model ([answers, prompt, cached, completion]) and prices from cached rates
+        self._sums: dict[str, list[int]] = {}
+        self._rates: dict[str, tuple[float, float, float] | None] = {}
         self._fail = fail or (lambda code, message: None)
-        self._holds: dict[int, float] = {}  # id(job) -> the reservation its first attempt will use
+        self._holds: dict[int, tuple[float, int]] = {}  # id(job) -> (reservation, prompt estimate) of its first
+        # attempt
         self._room: anyio.Event | None = None  # set when money is settled or released (waiters re-check)
         self.pad = PROMPT_PAD
         self.capped = False  # the cap stopped the run
@@ -88,24 +91,65 @@ class Spending:
     # ---- the figures -------------------------------------------------------------------------------------
 
     @property
+    def tally(self) -> CostTally:
+        """The answers' cost by model so far."""
+        tally = CostTally(self.table)
+        for model, (answers, prompt, cached, completion) in self._sums.items():
+            tally.add_tokens(model, answers, prompt, cached, completion)
+        return tally
+
+    @property
     def spent(self) -> float:
         """USD spent so far: the ledger's (which counts attempts of unknown fate in full) or the answers' cost."""
-        return self.ledger.spent if self.ledger is not None else self.tally.total
+        if self.ledger is not None:
+            return self.ledger.spent
+        total = 0.0
+        for model, (_, prompt, cached, completion) in self._sums.items():
+            rates = self._rates.get(model)
+            if rates is not None:
+                total += ((prompt - cached) * rates[0] + cached * rates[1] + completion * rates[2]) / PER_TOKENS
+        return total
 
     def line_cost(self, job: Job, usage: Any) -> float | None:
         """The cost of one answer's usage (None: no usage, or the model's price is unknown)."""
-        price = self.tally.price_for(str(job.body.get("model")))
-        if price is None or not isinstance(usage, dict):
+        rates = self._rates_for(str(job.body.get("model")))
+        if rates is None or not isinstance(usage, dict):
             return None
-        return round(usage_cost(price, usage), 10)
+        prompt, cached, completion = _tokens(usage)
+        return round(((prompt - cached) * rates[0] + cached * rates[1] + completion * rates[2]) / PER_TOKENS, 12)
+
+    def _rates_for(self, model: str) -> tuple[float, float, float] | None:
+        try:
+            return self._rates[model]
+        except KeyError:
+            price = self.table.price_for(model)
+            online = price.online if price is not None else None
+            rates = self._rates[model] = None if online is None else (online.input, online.cached_input,
+                                                                      online.output)
+            return rates
+
+    def _count(self, model: str, usage: dict[str, Any]) -> float | None:
+        """Add one answer's usage to its model's sums; its cost (None: price unknown)."""
+        prompt, cached, completion = _tokens(usage)
+        sums = self._sums.get(model)
+        if sums is None:
+            sums = self._sums[model] = [0, 0, 0, 0]
+        sums[0] += 1
+        sums[1] += prompt
+        sums[2] += cached
+        sums[3] += completion
+        rates = self._rates_for(model)
+        if rates is None:
+            return None
+        return ((prompt - cached) * rates[0] + cached * rates[1] + completion * rates[2]) / PER_TOKENS
 
     def worst_case(self, job: Job, prompt: int) -> float | None:
         """What a request reserves: its padded prompt estimate and whole completion cap; None: no price."""
-        price = self.tally.price_for(str(job.body.get("model")))
-        if price is None:
+        rates = self._rates_for(str(job.body.get("model")))
+        if rates is None:
             return None
-        padded = math.ceil(prompt * self.pad) + PROMPT_SLACK
-        return worst_case_cost(price, padded, completion_cap(job))
+        padded = math.ceil(prompt * self.pad) + PROMPT_SLACK  # none of it cached: the input rate
+        return (padded * rates[0] + completion_cap(job) * rates[2]) / PER_TOKENS  # = worst_case_cost
 
     # ---- the dispatcher's hook ---------------------------------------------------------------------------
 
@@ -116,7 +160,7 @@ class Spending:
         amount = await self._reserve(job, prompt)
         if amount is None:
             return False
-        self._holds[id(job)] = amount
+        self._holds[id(job)] = (amount, prompt)
         return True
 
     # ---- the attempts' hook ------------------------------------------------------------------------------
@@ -126,25 +170,30 @@ class Spending:
         if self.ledger is None:
             outcome = await sender.send(job.url, content)
             if isinstance(outcome, Success):
-                self.tally.add(str(job.body.get("model")), outcome.body.get("usage"))
+                usage = outcome.body.get("usage")
+                if isinstance(usage, dict):
+                    self._count(str(job.body.get("model")), usage)
             return outcome
-        amount = self._holds.pop(id(job), None)
-        if amount is None:  # a retry: reserve again
-            amount = await self._reserve(job, prompt_estimate(job))
+        held = self._holds.pop(id(job), None)
+        if held is None:  # a retry: reserve again
+            prompt = prompt_estimate(job)
+            amount = await self._reserve(job, prompt)
             if amount is None:
                 return Retryable(CAP_REASON, "not retried: the spending cap is reached")
+        else:
+            amount, prompt = held
         try:
             outcome = await sender.send(job.url, content)
         except BaseException:
             self._settle(amount, None)  # cancelled while sent: its fate is unknown
             raise
-        self._account(job, amount, outcome)
+        self._account(job, amount, prompt, outcome)
         return outcome
 
     def close(self) -> None:
         """The run is over: give back reservations of requests that were never sent."""
         if self.ledger is not None:
-            for amount in self._holds.values():
+            for amount, _ in self._holds.values():
                 self.ledger.release(amount)
         self._holds.clear()
 
@@ -177,14 +226,13 @@ class Spending:
                        f"spending cap {usd(ledger.cap)} reached: {usd(ledger.spent)} spent, and the next request "
                        f"may cost up to {usd(amount)}; rerun with a higher --max-cost to resume")
 
-    def _account(self, job: Job, amount: float, outcome: Outcome) -> None:
+    def _account(self, job: Job, amount: float, estimate: int, outcome: Outcome) -> None:
         if isinstance(outcome, Success):
             usage = outcome.body.get("usage")
             if isinstance(usage, dict):
-                cost = self.tally.add(str(job.body.get("model")), usage)
-                self._settle(amount, cost)
-                real = usage_tokens(usage).prompt
-                estimate = prompt_estimate(job)
+                cost = self._count(str(job.body.get("model")), usage)
+                self._settle(amount, amount if cost is None else cost)
+                real = _tokens(usage)[0]
                 if real > estimate * self.pad:  # the estimate ran low: pad more from now on
                     self.pad = min(8.0, 1.1 * real / max(1, estimate))
                 return
@@ -229,6 +277,18 @@ class Spending:
             cap["requests_left"] = left
             data["cap"] = cap
         return data
+
+
+def _tokens(usage: dict[str, Any]) -> tuple[int, int, int]:
+    """(prompt, cached, completion) tokens of a usage object: the chat shape at once, others by `usage_tokens`."""
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens", 0)
+    if type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0:
+        details = usage.get("prompt_tokens_details")
+        if not details:
+            return prompt, 0, completion
+    tokens = usage_tokens(usage)
+    return tokens.prompt, tokens.cached, tokens.completion
 
 
 def check_priced(plan: Plan, settings: RunSettings, table: PriceTable) -> None:
