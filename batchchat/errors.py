@@ -13,6 +13,8 @@ class ExitCode(IntEnum):
     USAGE = 2  # usage or input error: nothing was sent
     FATAL = 3  # fatal endpoint error (bad key, forbidden): the run stopped early
     OUTPUT = 4  # the output could not be used: locked by another run, or a write failed mid-run
+    SPENDING_CAP = 5  # --max-cost reached: dispatch stopped, in-flight requests finished; a higher cap resumes
+    OUT_OF_CREDIT = 6  # the account is out of credit (429 insufficient_quota): the run stopped at once
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM: a rerun resumes
 
 

@@ -30,6 +30,7 @@ _LIMITS = "Limits and retries"
 _DEFAULTS = "Defaults for short lines"
 _OUTPUT = "Output and progress"
 _SIM = "Built-in simulator"
+_COST = "Cost"
 
 
 def _fail(error: BatchchatError) -> typer.Exit:
@@ -67,6 +68,8 @@ def run(
     progress: Annotated[str | None, typer.Option(help="auto (a bar on a terminal, log lines otherwise), bar, log or off [auto].", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     log_interval: Annotated[float | None, typer.Option(help="Seconds between progress log lines when not on a terminal [10].", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    max_cost: Annotated[str | None, typer.Option(help="Spending cap in USD: no request is sent whose worst case could pass it; then in-flight requests finish and the run exits 5 (a rerun with a higher cap resumes).", rich_help_panel=_COST)] = None,  # noqa: E501
+    prices: Annotated[Path | None, typer.Option(help="Price file (TOML or JSON, USD per 1M tokens) adding or overriding models of the shipped table.", rich_help_panel=_COST)] = None,  # noqa: E501
     config: Annotated[Path | None, typer.Option(help="TOML file of defaults for these flags (keys as flag names: rpm, base-url, ...).", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     simulate: Annotated[bool, typer.Option("--simulate", help="Run against the built-in simulator on a free loopback port instead of a real API.", rich_help_panel=_SIM)] = False,  # noqa: E501
     sim_rpm: Annotated[int | None, typer.Option(help="Simulator's requests/min limit [none].", rich_help_panel=_SIM)] = None,  # noqa: E501
@@ -87,7 +90,7 @@ def run(
         "backoff_base": backoff_base, "backoff_max": backoff_max, "max_wait": max_wait, "adapt": adapt,
         "grace": grace, "model": model, "system": system, "max_tokens": max_tokens, "temperature": temperature,
         "endpoint": endpoint, "strict": strict or None, "progress": progress, "log_interval": log_interval,
-        "summary_json": summary_json, "handle_signals": True,
+        "summary_json": summary_json, "handle_signals": True, "max_cost": max_cost, "prices": prices,
     }
     with ExitStack() as stack:
         try:
@@ -116,13 +119,20 @@ def validate(
     system: Annotated[str | None, typer.Option(help="System message for {\"prompt\": ...} lines.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="max_tokens for lines that set none.")] = None,
     endpoint: Annotated[str | None, typer.Option(help="Endpoint for bare bodies.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="An earlier output of this job, to learn how much of max_tokens answers use [INPUT.results.jsonl].")] = None,  # noqa: E501
+    prices: Annotated[Path | None, typer.Option(help="Price file (TOML or JSON) adding or overriding models of the shipped table.")] = None,  # noqa: E501
 ) -> None:
-    """Check INPUT without sending anything: every bad line (file:line: field: reason) and the token estimate."""
+    """Check INPUT without sending anything: every bad line (file:line: field: reason), the token estimate and
+    what the job will cost, per model, online and via the Batch API."""
     from batchchat import api
     from batchchat.input.plan import describe_invalid
 
     try:
         plan = api.validate(input, model=model, system=system, max_tokens=max_tokens, endpoint=endpoint)
+        cost = None
+        if input != "-":  # standard input cannot be read twice
+            cost = api.estimate(input, output, prices=prices, model=model, system=system, max_tokens=max_tokens,
+                                endpoint=endpoint)
     except BatchchatError as error:
         raise _fail(error) from None
     display = plan.display
@@ -130,6 +140,8 @@ def validate(
         typer.echo(describe_invalid(plan), err=True)
     typer.echo(f"{display}: {plan.valid:,} valid requests, {plan.invalid_count:,} invalid lines, "
                f"about {plan.estimated_tokens:,} tokens charged up front (prompt estimate + max_tokens x n)")
+    if cost is not None and cost.models:
+        typer.echo(cost.render())
     raise typer.Exit(int(ExitCode.USAGE) if plan.invalid_count else 0)
 
 

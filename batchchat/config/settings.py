@@ -86,6 +86,8 @@ class RunSettings:
     adapt: str = "auto"  # auto: learn limits from headers, adapt concurrency without them; on; off
     burst_seconds: float = 0.5  # half of a one-second server window: room for arrival jitter
     handle_signals: bool = False
+    prices: Path | None = None  # a user price file (TOML/JSON) over the shipped table
+    max_cost: float | None = None  # USD: the spending cap (None: no cap)
 
     def output_path(self) -> Path:
         """Where results go."""
@@ -122,5 +124,7 @@ class RunSettings:
             raise UsageError(f"--endpoint must be one of {', '.join(ENDPOINTS)}, got {self.defaults.endpoint!r}")
         if self.defaults.max_tokens is not None and self.defaults.max_tokens < 1:
             raise UsageError(f"--max-tokens must be at least 1, got {self.defaults.max_tokens}")
+        if self.max_cost is not None and not self.max_cost > 0:
+            raise UsageError(f"--max-cost: must be more than zero, got {self.max_cost:g}")
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")

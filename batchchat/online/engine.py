@@ -21,6 +21,7 @@ from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError, UsageError
 from batchchat.http.sender import open_sender
 from batchchat.input.plan import Plan, describe_invalid, open_input, scan
+from batchchat.money.guard import Spending, check_priced
 from batchchat.online.attempts import Requester
 from batchchat.online.collector import collect_periodically
 from batchchat.online.dispatch import dispatch
@@ -62,6 +63,7 @@ class Engine:
         self._redact = Redactor(settings.endpoint.api_key)
         self._pacer = Pacer(settings)
         self._control = StopControl(settings.grace, self._echo)
+        self._spending: Spending | None = None  # prices loaded in _prepare (a bad price file: exit 2)
 
     @property
     def headers_seen(self) -> bool | None:
@@ -76,7 +78,8 @@ class Engine:
             writer = ResultWriter(output)
             writer.open()
             stack.callback(writer.close)
-            progress = Progress(self.counters, self.settings.progress, self.settings.log_interval)
+            progress = Progress(self.counters, self.settings.progress, self.settings.log_interval,
+                                spent=lambda: self._spending.spent if self._spending is not None else None)
             try:
                 if plan.to_run:  # else all done: no connection to open (nor aiohttp to import)
                     await self._execute(plan, writer, progress)
@@ -87,6 +90,8 @@ class Engine:
                 raise group.exceptions[0] from group.exceptions[0].__cause__
             finally:
                 progress.close()
+                if self._spending is not None:
+                    self._spending.close()
             writer.close()
             if plan.retried_ids and self._control.exit_code != ExitCode.OUTPUT:
                 with anyio.CancelScope(shield=True):  # an interrupt must not leave a half-made compaction
@@ -95,6 +100,7 @@ class Engine:
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
         """Open the input, lock the output, read what is done and scan the input (blocking file work)."""
+        self._spending = Spending.for_run(self.settings.prices, self.settings.max_cost, self._control.fail)
         path, display = open_input(self.settings.input, stack)
         check_output(output, None if self.settings.input == "-" else path)
         lock = RunLock(output)
@@ -105,6 +111,8 @@ class Engine:
             self._echo(f"batchchat: {index.repair}")
         plan = scan(path, display, self.settings, index.done, index.failed)
         self._check_plan(plan)
+        if self.settings.max_cost is not None:
+            check_priced(plan, self.settings, self._spending.table)
         self.counters.total = plan.to_run
         self.counters.skipped = plan.skipped
         if plan.skipped:
@@ -126,6 +134,8 @@ class Engine:
         if code == ExitCode.OK and (self.counters.failed or self.counters.done < self.counters.total):
             code = ExitCode.FAILURES
         summary = Summary.from_counters(self.counters, display, str(output), int(code), self._control.reason)
+        if self._spending is not None:
+            summary.cost = self._spending.to_dict(left=summary.not_finished)
         if self.settings.summary_json:
             try:
                 self.settings.summary_json.write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
@@ -141,7 +151,7 @@ class Engine:
         send, receive = anyio.create_memory_object_stream[Result](buffer)
         stage = WriteStage(writer, counters, self._pacer.release, self._on_result)
         sender = open_sender(settings.endpoint, settings.concurrency, self._redact, self._client)
-        requester = Requester(settings, self._pacer, counters, control, sender, send)
+        requester = Requester(settings, self._pacer, counters, control, sender, send, self._spending)
         try:
             async with anyio.create_task_group() as tg:
                 control.task_group = tg
@@ -157,7 +167,7 @@ class Engine:
                         pool = WorkerPool(workers, requester.work)
                         control.dispatch_scope = anyio.CancelScope()
                         with control.dispatch_scope:
-                            await dispatch(plan, settings, self._pacer, counters, control, pool, send)
+                            await dispatch(plan, settings, self._pacer, counters, control, pool, send, self._spending)
                         pool.close()  # the workers finish what they hold, then end
                 finally:
                     send.close()

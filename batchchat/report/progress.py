@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TextIO
 
 import anyio
 
+from batchchat.money.cost import usd
 from batchchat.report.counters import Counters
 
 
@@ -45,14 +47,15 @@ def _eta(counters: Counters, rate: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-def status_line(counters: Counters, rates: tuple[float, float]) -> str:
-    """One line of figures: done/total, rates, retries, errors, ETA."""
+def status_line(counters: Counters, rates: tuple[float, float], spent: float | None = None) -> str:
+    """One line of figures: done/total, rates, retries, errors, money spent (when known), ETA."""
     per_second, per_minute = rates
     pct = 100.0 * counters.done / counters.total if counters.total else 100.0
+    money = "" if spent is None else f"{usd(spent)} spent, "
     return (
         f"{counters.done:,}/{counters.total:,} done ({pct:.0f}%), {counters.failed:,} failed, "
         f"{per_second:,.1f} req/s, {per_minute:,.0f} tok/min, {counters.in_flight:,} in flight, "
-        f"{counters.retries:,} retries, {counters.rate_limited:,} x 429, ETA {_eta(counters, per_second)}"
+        f"{counters.retries:,} retries, {counters.rate_limited:,} x 429, {money}ETA {_eta(counters, per_second)}"
     )
 
 
@@ -60,8 +63,9 @@ class Progress:
     """Shows a run's counters until closed. `mode`: auto (bar on a terminal, else log), bar, log, off."""
 
     def __init__(self, counters: Counters, mode: str = "auto", interval: float | None = None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, spent: Callable[[], float | None] | None = None) -> None:
         self._counters = counters
+        self._spent = spent or (lambda: None)  # USD spent so far (None: not shown)
         self._stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self._stream.isatty() else "log"
@@ -86,11 +90,12 @@ class Progress:
         rates = self._rates.update(self._counters)
         if self._bar is not None:
             self._bar.update(self._task, completed=self._counters.done, total=self._counters.total or None,
-                             status=status_line(self._counters, rates))
+                             status=status_line(self._counters, rates, self._spent()))
             self._bar.refresh()
         elif self.mode == "log":
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            print(f"{stamp} batchchat: {status_line(self._counters, rates)}", file=self._stream, flush=True)
+            line = status_line(self._counters, rates, self._spent())
+            print(f"{stamp} batchchat: {line}", file=self._stream, flush=True)
 
     def close(self) -> None:
         """Final refresh, then release the terminal."""

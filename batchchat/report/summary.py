@@ -35,6 +35,7 @@ class Summary:
     errors_by_code: dict[str, int]
     exit_code: int
     stopped: str | None = None
+    cost: dict[str, Any] | None = None  # money.guard.Spending.to_dict(): cost by model, the cap
 
     @classmethod
     def from_counters(
@@ -93,6 +94,10 @@ class Summary:
         ]
         if self.prompt_estimate_error_pct is not None:
             lines.append(f"  estimate   prompt tokens estimated {self.prompt_estimate_error_pct:+.1f}% off")
+        if self.cost is not None:
+            from batchchat.money.guard import cost_lines
+
+            lines.extend(cost_lines(self.cost))
         if self.errors_by_code:
             lines.append("  errors     " + ", ".join(f"{code} {n:,}" for code, n in self.errors_by_code.items()))
         if self.stopped:
