@@ -125,24 +125,24 @@ def test_a_lock_file_removed_under_a_waiting_opener_is_taken_again(tmp_path: Pat
 def test_a_log_starts_with_the_run_and_shows_figures_within_seconds(tmp_path: Path,
                                                                     simulator: Callable[..., Simulator]) -> None:
     sim = simulator(latency_ms=100)
-    src = write_jobs(tmp_path / "in.jsonl", chat_lines(80))
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(60))
     proc = cli(*run_args(sim.base_url, src, tmp_path / "out.jsonl", "--concurrency", "2", "--rpm", "6000",
                          "--log-interval", "600", progress="log"), timeout=60)
     assert proc.returncode == 0, proc.stderr
     log = [line for line in proc.stderr.splitlines() if " batchchat: " in line]
     first = log[0]
-    for part in ("run ", "in.jsonl", "out.jsonl", "80 requests", f"{sim.base_url}/chat/completions", "rpm 6000",
+    for part in ("run ", "in.jsonl", "out.jsonl", "60 requests", f"{sim.base_url}/chat/completions", "rpm 6000",
                  "concurrency 2"):
         assert part in first, first
     figures = [line for line in log if "done (" in line]
     assert len(figures) >= 2, log  # one within seconds though --log-interval is 600, and the final one
-    assert "80/80 done" in figures[-1]
+    assert "60/60 done" in figures[-1]
 
 
 def test_status_reports_a_running_then_a_finished_job(tmp_path: Path,
                                                       simulator: Callable[..., Simulator]) -> None:
     sim = simulator(latency_ms=100)
-    src = write_jobs(tmp_path / "in.jsonl", chat_lines(60))
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(40))
     out = tmp_path / "out.jsonl"
     with running(*run_args(sim.base_url, src, out, "--concurrency", "2")) as proc:
         wait_for_lines(out, 4, proc)
@@ -154,9 +154,9 @@ def test_status_reports_a_running_then_a_finished_job(tmp_path: Path,
     assert code == 0, err
     assert seen.returncode == 0, seen.stderr
     assert f"running (pid {proc.pid} holds the lock)" in seen.stdout
-    assert "/60 done" in seen.stdout and "state    running" in seen.stdout
+    assert "/40 done" in seen.stdout and "state    running" in seen.stdout
     after = cli("status", out)
-    assert "no run holds the lock" in after.stdout and "60/60 done (100%)" in after.stdout
+    assert "no run holds the lock" in after.stdout and "40/40 done (100%)" in after.stdout
     assert "finished, exit code 0" in after.stdout
     assert cli("status", tmp_path / "nothing.jsonl").returncode == 2
 
