@@ -3,8 +3,11 @@ read results back. Each CLI command maps its flags to one function here."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +52,19 @@ async def arun(
 
 
 def run(input: str | Path | RunSettings, output: str | Path | None = None, **options: Any) -> Summary:
-    """Run a job to the end and return its summary (blocking; starts its own event loop)."""
-    return anyio.run(lambda: arun(input, output, **options), backend_options=backend_options())
+    """Run a job to the end and return its summary (blocking; starts its own event loop).
+
+    Called where an event loop is already running (a Jupyter notebook, an async web handler), it runs the
+    job on its own loop in a worker thread and blocks until it ends; inside async code, `await arun(...)`
+    instead keeps that loop free.
+    """
+    job = partial(anyio.run, lambda: arun(input, output, **options), backend_options=backend_options())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop here: the usual case
+        return job()
+    with ThreadPoolExecutor(1, thread_name_prefix="batchchat-run") as pool:
+        return pool.submit(job).result()
 
 
 def validate(input: str | Path, **options: Any) -> Plan:

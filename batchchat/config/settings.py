@@ -35,12 +35,16 @@ class EndpointConfig:
     transport: str = "aiohttp"  # or "httpx"
 
     def url_for(self, path: str) -> str:
-        """The absolute URL of an endpoint path such as `/v1/chat/completions`, Azure's api-version included."""
+        """The absolute URL of an endpoint path such as `/v1/chat/completions`, as the OpenAI SDK builds it.
+
+        The base is used as given and the path is appended without its `/v1` (the default base,
+        `https://api.openai.com/v1`, carries it): `http://host/v1beta/openai` + `/v1/chat/completions` is
+        `http://host/v1beta/openai/chat/completions`. Azure adds its `?api-version=`.
+        """
         base = self.base_url.rstrip("/")
-        if not self.azure_api_version:
-            return base + (path[3:] if base.endswith("/v1") and path.startswith("/v1/") else path)
-        # Azure's deployment URLs (.../openai/deployments/NAME) take the path without the /v1
         path = path[3:] if path.startswith("/v1/") else path
+        if not self.azure_api_version:
+            return base + path
         return f"{base}{path}?api-version={quote(self.azure_api_version, safe='')}"
 
 

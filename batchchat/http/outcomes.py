@@ -21,6 +21,8 @@ from batchchat.secrets import Redactor
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 FATAL_STATUSES = frozenset({401, 403})
+# Where servers and gateways put the id of a request, first found kept: OpenAI, Azure, Anthropic-style, LiteLLM.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-litellm-call-id")
 
 
 @dataclass(slots=True)
@@ -75,7 +77,7 @@ def classify(status: int, raw: bytes, headers: Mapping[str, str], redact: Redact
              endpoint: EndpointConfig) -> Outcome:
     """Turn an HTTP answer into an outcome (see DESIGN.md: what retries, what fails, what stops)."""
     raw = redact.data(raw)
-    request_id = headers.get("x-request-id")
+    request_id = next((value for name in REQUEST_ID_HEADERS if (value := headers.get(name))), None)
     should_retry = headers.get("x-should-retry")
     if 200 <= status < 300:
         try:
