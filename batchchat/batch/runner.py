@@ -129,6 +129,10 @@ class BatchRun:
     def _prepare(self, stack: ExitStack, cancel: bool) -> None:
         settings = self.settings
         output = self._output
+        if str(output) == "-":
+            raise UsageError("--via batch writes to a file (its state and batch files sit beside it); give -o FILE")
+        if getattr(settings, "max_cost", None) is not None and not cancel:
+            raise UsageError("--max-cost is not supported with --via batch yet (the Batch API bills half the price)")
         if cancel:
             check_output(output, None)
             self._display_name = str(output)
@@ -713,7 +717,7 @@ class BatchRun:
             try:
                 from batchchat.money import CostTally, PriceTable
 
-                table = PriceTable.load()
+                table = PriceTable.load(getattr(self.settings, "prices", None))
                 self._costs = (CostTally(table, batch=True), CostTally(table, batch=False))
             except Exception:  # prices are a nicety: a run never fails for them
                 self._costs = (None, None)

@@ -65,6 +65,15 @@ def _path(value: Any) -> Path:
     return Path(value)
 
 
+def _usd(value: Any) -> float:
+    from batchchat.money.cap import parse_max_cost
+
+    try:
+        return parse_max_cost(value)
+    except UsageError:
+        raise TypeError("an amount in USD more than zero, such as 5 or 0.25") from None
+
+
 # Every option a run takes, named like the long flag (dashes as underscores), and the type of its value.
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "output": _path,
@@ -100,6 +109,8 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "poll_interval": _number,
     "no_wait": _flag,
     "fallback": _text,
+    "prices": _path,
+    "max_cost": _usd,
 }
 # Options a library caller may also give (not from a config file).
 CALLER_ONLY: dict[str, Callable[[Any], Any]] = {"api_key": _text, "handle_signals": _flag}
@@ -205,6 +216,8 @@ def build_settings(
         handle_signals=bool(flags.get("handle_signals", False)),
         via=pick("via", "online"),
         batch=_batch_options(pick),
+        prices=pick("prices"),
+        max_cost=pick("max_cost"),
     )
     settings.check()
     return settings

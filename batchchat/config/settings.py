@@ -37,12 +37,16 @@ class EndpointConfig:
     transport: str = "aiohttp"  # or "httpx"
 
     def url_for(self, path: str) -> str:
-        """The absolute URL of an endpoint path such as `/v1/chat/completions`, Azure's api-version included."""
+        """The absolute URL of an endpoint path such as `/v1/chat/completions`, as the OpenAI SDK builds it.
+
+        The base is used as given and the path is appended without its `/v1` (the default base,
+        `https://api.openai.com/v1`, carries it): `http://host/v1beta/openai` + `/v1/chat/completions` is
+        `http://host/v1beta/openai/chat/completions`. Azure adds its `?api-version=`.
+        """
         base = self.base_url.rstrip("/")
-        if not self.azure_api_version:
-            return base + (path[3:] if base.endswith("/v1") and path.startswith("/v1/") else path)
-        # Azure's deployment URLs (.../openai/deployments/NAME) take the path without the /v1
         path = path[3:] if path.startswith("/v1/") else path
+        if not self.azure_api_version:
+            return base + path
         return f"{base}{path}?api-version={quote(self.azure_api_version, safe='')}"
 
 
@@ -102,6 +106,8 @@ class RunSettings:
     handle_signals: bool = False
     via: str = "online"  # or "batch": the provider's Batch API
     batch: BatchOptions = field(default_factory=BatchOptions)
+    prices: Path | None = None  # a user price file (TOML/JSON) over the shipped table
+    max_cost: float | None = None  # USD: the spending cap (None: no cap)
 
     def output_path(self) -> Path:
         """Where results go."""
@@ -146,5 +152,7 @@ class RunSettings:
             raise UsageError("--batch-max-requests and --batch-max-bytes must be at least 1")
         if self.batch.poll_interval <= 0:
             raise UsageError(f"--poll-interval must be positive, got {self.batch.poll_interval:g}")
+        if self.max_cost is not None and not self.max_cost > 0:
+            raise UsageError(f"--max-cost: must be more than zero, got {self.max_cost:g}")
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")

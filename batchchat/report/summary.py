@@ -35,10 +35,13 @@ class Summary:
     errors_by_code: dict[str, int]
     exit_code: int
     stopped: str | None = None
+    cost: dict[str, Any] | None = None  # money.guard.Spending.to_dict(): cost by model, the cap
+    endpoint: str = ""  # the URL the requests went to (the first of each endpoint the job used)
 
     @classmethod
     def from_counters(
-        cls, counters: Counters, input_name: str, output: str, exit_code: int, stopped: str | None
+        cls, counters: Counters, input_name: str, output: str, exit_code: int, stopped: str | None,
+        endpoint: str = "",
     ) -> Summary:
         """Freeze the live counters into a summary."""
         wall = max(time.monotonic() - counters.started, 1e-9)
@@ -71,6 +74,7 @@ class Summary:
             errors_by_code=dict(counters.errors.most_common()),
             exit_code=exit_code,
             stopped=stopped,
+            endpoint=endpoint,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +85,7 @@ class Summary:
         """The summary as a few lines for a person."""
         lines = [
             f"batchchat: {self.input} -> {self.output}",
+            *([f"  endpoint   {self.endpoint}"] if self.endpoint else []),
             f"  requests   {self.total:,} this run: {self.succeeded:,} succeeded, {self.failed:,} failed"
             + (f", {self.not_finished:,} not finished" if self.not_finished else "")
             + (f" ({self.skipped_already_done:,} already done, skipped)" if self.skipped_already_done else ""),
@@ -92,7 +97,14 @@ class Summary:
             f"  attempts   {self.attempts:,} ({self.retries:,} retries, {self.rate_limited_429:,} answered 429)",
         ]
         if self.prompt_estimate_error_pct is not None:
-            lines.append(f"  estimate   prompt tokens estimated {self.prompt_estimate_error_pct:+.1f}% off")
+            error = self.prompt_estimate_error_pct
+            direction = "over" if error > 0 else "under"
+            lines.append(f"  estimate   prompt tokens {direction}-estimated by {abs(error):.1f}% (estimate vs usage)"
+                         if error else "  estimate   prompt tokens estimated exactly (estimate vs usage)")
+        if self.cost is not None:
+            from batchchat.money.guard import cost_lines
+
+            lines.extend(cost_lines(self.cost))
         if self.errors_by_code:
             lines.append("  errors     " + ", ".join(f"{code} {n:,}" for code, n in self.errors_by_code.items()))
         if self.stopped:
