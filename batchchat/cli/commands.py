@@ -114,12 +114,12 @@ def run(
     sim_latency_ms: Annotated[float, typer.Option(help="Simulator's time to first token, ms.", rich_help_panel=_SIM)] = 20.0,  # noqa: E501
     sim_ms_per_token: Annotated[float, typer.Option(help="Simulator's time per completion token, ms.", rich_help_panel=_SIM)] = 0.5,  # noqa: E501
     sim_fault: Annotated[list[str] | None, typer.Option(help="Simulator fault KIND=RATE, e.g. 500=0.05 (repeatable).", rich_help_panel=_SIM)] = None,  # noqa: E501
-    via: Annotated[str | None, typer.Option(help="online: real-time requests within the rate limits; batch: the provider's Batch API, half the price, results within 24 h [online].", rich_help_panel=_BATCH)] = None,  # noqa: E501
-    batch_max_requests: Annotated[int | None, typer.Option(help="Most requests per batch file [50000].", rich_help_panel=_BATCH)] = None,  # noqa: E501
-    batch_max_bytes: Annotated[int | None, typer.Option(help="Most bytes per batch file [200000000].", rich_help_panel=_BATCH)] = None,  # noqa: E501
-    poll_interval: Annotated[float | None, typer.Option(help="First wait between polls of the batches, seconds; grows while nothing changes, up to 5 min [30].", rich_help_panel=_BATCH)] = None,  # noqa: E501
+    via: Annotated[str | None, typer.Option(help="online: real-time requests within the rate limits; batch: the provider's Batch API, half the price, results within 24 h." + _default('online'), rich_help_panel=_BATCH)] = None,  # noqa: E501
+    batch_max_requests: Annotated[int | None, typer.Option(help="Most requests per batch file." + _default('50000'), rich_help_panel=_BATCH)] = None,  # noqa: E501
+    batch_max_bytes: Annotated[int | None, typer.Option(help="Most bytes per batch file." + _default('200000000'), rich_help_panel=_BATCH)] = None,  # noqa: E501
+    poll_interval: Annotated[float | None, typer.Option(help="First wait between polls of the batches, seconds; grows while nothing changes, up to 5 min." + _default('30'), rich_help_panel=_BATCH)] = None,  # noqa: E501
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Submit the batches and exit 0; the same command later collects.", rich_help_panel=_BATCH)] = False,  # noqa: E501
-    fallback: Annotated[str | None, typer.Option(help="Unfinished lines of an expired or cancelled batch: resubmit (a new batch) or online (the online path) [resubmit].", rich_help_panel=_BATCH)] = None,  # noqa: E501
+    fallback: Annotated[str | None, typer.Option(help="Unfinished lines of an expired or cancelled batch: resubmit (a new batch) or online (the online path)." + _default('resubmit'), rich_help_panel=_BATCH)] = None,  # noqa: E501
 ) -> None:
     """Send every request in INPUT and stream each result, with its usage, to the output as it finishes."""
     from batchchat import api
@@ -162,10 +162,10 @@ def run(
 @app.command()
 def cancel(
     output: Annotated[Path, typer.Argument(help="The output of a `run --via batch` (its state is OUTPUT.batch.json).")],
-    base_url: Annotated[str | None, typer.Option(help="API base URL [env OPENAI_BASE_URL].")] = None,
-    api_key_env: Annotated[str | None, typer.Option(help="Environment variable that holds the API key [OPENAI_API_KEY].")] = None,  # noqa: E501
-    poll_interval: Annotated[float | None, typer.Option(help="First wait between polls, seconds [30].")] = None,
-    progress: Annotated[str | None, typer.Option(help="auto, bar, log or off [auto].")] = None,
+    base_url: Annotated[str | None, typer.Option(help="API base URL." + _default("$OPENAI_BASE_URL, else https://api.openai.com/v1"))] = None,  # noqa: E501
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable that holds the API key." + _default("OPENAI_API_KEY"))] = None,  # noqa: E501
+    poll_interval: Annotated[float | None, typer.Option(help="First wait between polls, seconds." + _default("30"))] = None,  # noqa: E501
+    progress: Annotated[str | None, typer.Option(help="auto, bar, log or off." + _default("auto"))] = None,
 ) -> None:
     """Cancel the open batches of a `run --via batch` and collect what they finished (a rerun retries the rest)."""
     import anyio
