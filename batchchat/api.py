@@ -59,7 +59,7 @@ def validate(input: str | Path, **options: Any) -> Plan:
     settings = build_settings({"input": str(input), **options}, environ={})
     with ExitStack() as stack:
         path, display = open_input(settings.input, stack)
-        return scan(path, display, settings, set(), set())
+        return scan(path, display, settings)
 
 
 def backend_options() -> dict[str, Any]:

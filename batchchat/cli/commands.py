@@ -40,7 +40,7 @@ def _fail(error: BatchchatError) -> typer.Exit:
 @app.command()
 def run(
     input: Annotated[str, typer.Argument(help="JSONL file of requests, or - for standard input.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Results JSONL (default: INPUT.results.jsonl beside the input). Rerunning on the same output resumes.", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Results JSONL (default: INPUT.results.jsonl beside the input; required when INPUT is -). Rerunning on the same output resumes.", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     base_url: Annotated[str | None, typer.Option(help="API base URL [env OPENAI_BASE_URL; default https://api.openai.com/v1].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     api_key_env: Annotated[str | None, typer.Option(help="Environment variable that holds the API key [default OPENAI_API_KEY].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     azure_api_version: Annotated[str | None, typer.Option(help="Azure OpenAI: send the key as `api-key` and add ?api-version=VERSION.", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
@@ -63,6 +63,8 @@ def run(
     max_tokens: Annotated[int | None, typer.Option(help="max_tokens for lines that set none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
     temperature: Annotated[float | None, typer.Option(help="temperature for lines that set none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
     endpoint: Annotated[str | None, typer.Option(help="Endpoint for bare bodies, e.g. /v1/responses [inferred: messages/prompt -> chat, input -> embeddings].", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
+    limit: Annotated[int | None, typer.Option(help="A trial run: send only the first N lines with work to do; the others are left for a later run (the summary counts them). Exit 0 if those N all succeed.", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    resend_changed: Annotated[bool, typer.Option("--resend-changed", help="On resume, send again the lines whose request (endpoint and body after defaults) changed since they were answered; their old answers are replaced. Without it such a rerun is refused (exit 2).", rich_help_panel=_OUTPUT)] = False,  # noqa: E501
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file (exit 2) if any line is invalid, instead of writing an error line for it.", rich_help_panel=_OUTPUT)] = False,  # noqa: E501
     progress: Annotated[str | None, typer.Option(help="auto (a bar on a terminal, log lines otherwise), bar, log or off [auto].", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     log_interval: Annotated[float | None, typer.Option(help="Seconds between progress log lines when not on a terminal [10].", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
@@ -87,7 +89,7 @@ def run(
         "backoff_base": backoff_base, "backoff_max": backoff_max, "max_wait": max_wait, "adapt": adapt,
         "grace": grace, "model": model, "system": system, "max_tokens": max_tokens, "temperature": temperature,
         "endpoint": endpoint, "strict": strict or None, "progress": progress, "log_interval": log_interval,
-        "summary_json": summary_json, "handle_signals": True,
+        "summary_json": summary_json, "handle_signals": True, "limit": limit, "resend_changed": resend_changed or None,
     }
     with ExitStack() as stack:
         try:

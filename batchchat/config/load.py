@@ -93,6 +93,8 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "progress": _text,
     "log_interval": _number,
     "summary_json": _path,
+    "resend_changed": _flag,
+    "limit": _whole,
 }
 # Options a library caller may also give (not from a config file).
 CALLER_ONLY: dict[str, Callable[[Any], Any]] = {"api_key": _text, "handle_signals": _flag}
@@ -196,6 +198,8 @@ def build_settings(
         log_interval=pick("log_interval"),
         summary_json=pick("summary_json"),
         handle_signals=bool(flags.get("handle_signals", False)),
+        resend_changed=bool(pick("resend_changed", False)),
+        limit=pick("limit"),
     )
     settings.check()
     return settings
