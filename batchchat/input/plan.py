@@ -90,9 +90,9 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
     done, failed = index.done, index.failed
     plan = Plan(path, display, bytearray())
     # Lines with work to do keep the hash of their id, 8 bytes each, instead of a dict of str ids (~130 MB
-    # for a million); ids that share a hash are checked exactly by a second pass, which also words the
+    # for a million), in 256 buckets; ids that share a hash are checked exactly by a second pass, which also words the
     # errors. A done id is met at most once: `met` flags those met, so a second meeting is a repeat.
-    hashes = array("q")
+    hashes = [array("q") for _ in range(256)]  # by the hash's low byte: sorted a bucket at a time, not whole
     met = bytearray(len(done))
     repeated: set[int] = set()
     changed: list[tuple[int, str]] = []
@@ -135,7 +135,8 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
             if item is None:
                 item = parse_line(raw, line_no, settings.defaults)
             custom_id = item.custom_id
-            hashes.append(hash(custom_id))
+            key = hash(custom_id)
+            hashes[key & 255].append(key)
             if custom_id in failed:
                 plan.retried_ids.add(custom_id)
             if limit is not None and plan.to_run >= limit:
@@ -152,10 +153,11 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
                 plan.estimated_tokens += prompt_estimate(item) + completion_cap(item)
         first += block.count(b"\n")
     del met
-    ordered = sorted(hashes)
+    shared = repeated
+    for k, bucket in enumerate(hashes):  # a million hashes sorted whole were a list of 40 MB
+        hashes[k] = array("q")
+        shared.update(a for a, b in pairwise(sorted(bucket)) if a == b)
     del hashes
-    shared = {a for a, b in pairwise(ordered) if a == b} | repeated
-    del ordered
     duplicates = _duplicate_ids(path, display, settings, shared) if shared else []
     if duplicates:
         more = f"\n(and {len(duplicates) - 10} more)" if len(duplicates) > 10 else ""
@@ -191,12 +193,9 @@ def _skip_block(plan: Plan, first: int, block: bytes, done: IdIndex, met: bytear
     ids = leading_ids(block) if block.endswith(b"\n") else None
     if not ids:
         return 0
-    positions = []
-    for custom_id in ids:
-        found = done.lookup(custom_id)
-        if found is None or found[1] or met[found[0]]:
-            return 0
-        positions.append(found[0])
+    positions = done.positions_unmarked(map(str.encode, ids))
+    if positions is None or any(map(met.__getitem__, positions)):
+        return 0
     if len(set(positions)) != len(positions):  # an id repeats within the block: line by line finds which
         return 0
     for position in positions:

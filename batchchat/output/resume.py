@@ -4,7 +4,6 @@ answered, ids that failed), with a torn last line left by a crash repaired."""
 from __future__ import annotations
 
 import re
-from binascii import unhexlify
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +125,8 @@ def _index_block(reading: _Reading, block: bytes) -> int:
     except UnicodeDecodeError:
         return 0
     reading.done.add_encoded([custom_id for custom_id, kind, _ in heads if kind == b"null"],
-                             [unhexlify(fingerprint) for _, kind, fingerprint in heads if kind == b"null"])
+                             [int(fingerprint, 16) if fingerprint else 0
+                              for _, kind, fingerprint in heads if kind == b"null"])
     reading.failed.add_encoded([custom_id for custom_id, kind, _ in heads if kind != b"null"])
     reading.lines += len(heads)
     return len(heads)
