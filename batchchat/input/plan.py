@@ -107,6 +107,7 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
         for line_no, raw in block_lines(first, block):
             lines += 1
             item: Job | InvalidLine | None = None
+            resent = False
             position = -1
             recorded = 0
             if len(done):
@@ -128,20 +129,22 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
                 if not recorded or _fingerprint(item) == recorded:
                     _mark_skipped(plan, line_no, 1)
                     continue
-                changed.append((line_no, custom_id))
+                plan.changed += 1
+                if len(changed) < 3:
+                    changed.append((line_no, custom_id))
                 if not resend_changed:
                     continue
-                plan.retried_ids.add(custom_id)  # its old answer is superseded once the new one is written
+                resent = True
             if item is None:
                 item = parse_line(raw, line_no, settings.defaults)
             custom_id = item.custom_id
             key = hash(custom_id)
             hashes[key & 255].append(key)
-            if custom_id in failed:
-                plan.retried_ids.add(custom_id)
             if limit is not None and plan.to_run >= limit:
                 plan.left += 1
                 continue
+            if resent or custom_id in failed:  # its earlier line is superseded once the new one is written
+                plan.retried_ids.add(custom_id)
             plan.to_run += 1
             plan.last_line = line_no
             if isinstance(item, InvalidLine):
@@ -164,17 +167,16 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
         raise UsageError("custom_id must be unique within a file:\n" + "\n".join(duplicates[:10]) + more)
     if not lines:
         raise UsageError(f"{display}: no requests (the file is empty or has only blank lines)")
-    plan.changed = len(changed)
-    if changed and not resend_changed:
-        raise UsageError(_changed_message(display, settings, changed))
+    if plan.changed and not resend_changed:
+        raise UsageError(_changed_message(display, settings, plan.changed, changed))
     return plan
 
 
-def _changed_message(display: str, settings: RunSettings, changed: list[tuple[int, str]]) -> str:
-    examples = ", ".join(f"line {line_no} ({custom_id!r})" for line_no, custom_id in changed[:3])
-    more = f" and {len(changed) - 3:,} more" if len(changed) > 3 else ""
+def _changed_message(display: str, settings: RunSettings, count: int, first: list[tuple[int, str]]) -> str:
+    examples = ", ".join(f"line {line_no} ({custom_id!r})" for line_no, custom_id in first)
+    more = f" and {count - len(first):,} more" if count > len(first) else ""
     output = settings.output if settings.output is not None else "the output"
-    return (f"{display}: {len(changed):,} requests already answered in {output} have changed since (their "
+    return (f"{display}: {count:,} requests already answered in {output} have changed since (their "
             f"endpoint or body differs from the one answered): {examples}{more}; nothing was sent.\n"
             "To send the changed ones again, rerun with --resend-changed (their old answers are replaced); "
             "to keep the old answers apart, write to a new output with -o.")
