@@ -202,3 +202,18 @@ def test_a_million_done_ids_fit_in_a_small_index() -> None:
     nbytes, peak_kb = map(int, done.stdout.split())
     assert nbytes < 26_000_000
     assert peak_kb < 80_000  # the interpreter, the builder's buckets and the index together (~52 MB)
+
+
+def test_scan_takes_done_and_failed_as_an_index_or_as_ids(tmp_path: Path) -> None:
+    """The call shape other stages use (`scan(path, name, settings, done, failed)`) keeps working."""
+    from batchchat.config.load import build_settings
+    from batchchat.input.plan import scan
+    from batchchat.output.resume import ResumeIndex
+
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(5))
+    settings = build_settings({"input": str(src)}, environ={})
+    index = ResumeIndex.of(["r1", "r2"], ["r3"])
+    for plan in (scan(src, "in", settings, index), scan(src, "in", settings, index.done, index.failed),
+                 scan(src, "in", settings, {"r1", "r2"}, {"r3"})):
+        assert (plan.skipped, plan.to_run, plan.retried_ids) == (2, 3, {"r3"})
+    assert scan(src, "in", settings, set(), set()).to_run == 5

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,14 +71,16 @@ def open_input(spec: str, stack: ExitStack) -> tuple[Path, str]:
     return path, spec
 
 
-def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | None = None, *,
-         resend_changed: bool = False, limit: int | None = None) -> Plan:
+def scan(path: Path, display: str, settings: RunSettings,
+         done: ResumeIndex | IdIndex | Iterable[str] | None = None, failed: IdIndex | Iterable[str] | None = None,
+         *, resend_changed: bool = False, limit: int | None = None) -> Plan:
     """Read the whole input once: validate every line, find duplicate ids, mark lines already done.
 
     A line whose id the output holds done is skipped, unless its request (endpoint and body after defaults) no
     longer has the fingerprint recorded with the answer: such a changed line refuses the run (`UsageError`
     naming how many changed and what to do), or with `resend_changed` is sent again, its old line superseded
-    by compaction. An answer recorded without a fingerprint (older outputs) counts as matching. With `limit`,
+    by compaction. An answer recorded without a fingerprint (older outputs) counts as matching. `done` is a
+    `ResumeIndex`, or the done ids (`IdIndex` or str) with `failed` beside. With `limit`,
     only the first `limit` lines with work to do are planned; `Plan.left` counts the others.
 
     The input is read a block of lines at a time; a block whose every line starts with a custom_id done without
@@ -86,8 +89,7 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
     from array import array
     from itertools import pairwise
 
-    index = index if index is not None else ResumeIndex()
-    done, failed = index.done, index.failed
+    done, failed = _ids_index(done, failed)
     plan = Plan(path, display, bytearray())
     # Lines with work to do keep the hash of their id, 8 bytes each, instead of a dict of str ids (~130 MB
     # for a million), in 256 buckets; ids that share a hash are checked exactly by a second pass, which also words the
@@ -170,6 +172,18 @@ def scan(path: Path, display: str, settings: RunSettings, index: ResumeIndex | N
     if plan.changed and not resend_changed:
         raise UsageError(_changed_message(display, settings, plan.changed, changed))
     return plan
+
+
+def _ids_index(done: ResumeIndex | IdIndex | Iterable[str] | None,
+               failed: IdIndex | Iterable[str] | None) -> tuple[IdIndex, IdIndex]:
+    """What is done and failed, as `scan` takes it: a `ResumeIndex`, or the two (indexes, or ids as str)."""
+    if isinstance(done, ResumeIndex):
+        return done.done, done.failed
+    if not isinstance(done, IdIndex):
+        done = IdIndex.of(done or ())
+    if not isinstance(failed, IdIndex):
+        failed = IdIndex.of(failed or ())
+    return done, failed
 
 
 def _changed_message(display: str, settings: RunSettings, count: int, first: list[tuple[int, str]]) -> str:
