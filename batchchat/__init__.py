@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from batchchat._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from batchchat.api import arun, run, settings_for
+    from batchchat.api import arun, estimate, run, settings_for
     from batchchat.config.settings import RunSettings
     from batchchat.errors import BatchchatError, ExitCode
     from batchchat.output.lines import iter_results
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 _PUBLIC = {
     "arun": "batchchat.api",
     "run": "batchchat.api",
+    "estimate": "batchchat.api",
     "settings_for": "batchchat.api",
     "RunSettings": "batchchat.config.settings",
     "BatchchatError": "batchchat.errors",
@@ -31,7 +32,8 @@ _PUBLIC = {
     "iter_results": "batchchat.output.lines",
     "Summary": "batchchat.report.summary",
 }
-__all__ = ["BatchchatError", "ExitCode", "RunSettings", "Summary", "arun", "iter_results", "run", "settings_for"]
+__all__ = ["BatchchatError", "ExitCode", "RunSettings", "Summary", "arun", "estimate", "iter_results", "run",
+           "settings_for"]
 __version__ = "0.1.0"
 
 __getattr__ = lazy_exports(__name__, _PUBLIC)

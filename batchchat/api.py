@@ -3,8 +3,11 @@ read results back. Each CLI command maps its flags to one function here."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
     import httpx
 
     from batchchat.input.plan import Plan
+    from batchchat.money.estimate import Estimate
 
 
 def settings_for(input: str | Path, output: str | Path | None = None, **options: Any) -> RunSettings:
@@ -44,12 +48,37 @@ async def arun(
     from batchchat.online.engine import Engine
 
     settings = input if isinstance(input, RunSettings) else settings_for(input, output, **options)
+    if settings.via == "batch":
+        return await abatch(settings, on_result=on_result)
     return await Engine(settings, client=client, on_result=on_result).run()
 
 
+async def abatch(settings: RunSettings, *, cancel: bool = False,
+                 on_result: Callable[[dict[str, Any]], None] | None = None) -> Summary:
+    """A run through the provider's Batch API (`--via batch`): split, submit, poll, collect; rerun to resume.
+
+    `cancel=True` cancels the open batches of the run writing `settings.output` and collects what they
+    finished (`batchchat cancel OUTPUT`). Raises `BatchchatError` (with `.exit_code`).
+    """
+    from batchchat.batch.runner import BatchRun
+
+    return await BatchRun(settings, on_result=on_result).run(cancel=cancel)
+
+
 def run(input: str | Path | RunSettings, output: str | Path | None = None, **options: Any) -> Summary:
-    """Run a job to the end and return its summary (blocking; starts its own event loop)."""
-    return anyio.run(lambda: arun(input, output, **options), backend_options=backend_options())
+    """Run a job to the end and return its summary (blocking; starts its own event loop).
+
+    Called where an event loop is already running (a Jupyter notebook, an async web handler), it runs the
+    job on its own loop in a worker thread and blocks until it ends; inside async code, `await arun(...)`
+    instead keeps that loop free.
+    """
+    job = partial(anyio.run, lambda: arun(input, output, **options), backend_options=backend_options())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop here: the usual case
+        return job()
+    with ThreadPoolExecutor(1, thread_name_prefix="batchchat-run") as pool:
+        return pool.submit(job).result()
 
 
 def validate(input: str | Path, **options: Any) -> Plan:
@@ -60,6 +89,39 @@ def validate(input: str | Path, **options: Any) -> Plan:
     with ExitStack() as stack:
         path, display = open_input(settings.input, stack)
         return scan(path, display, settings)
+
+
+def estimate(input: str | Path, output: str | Path | None = None, *, prices: str | Path | None = None,
+             **options: Any) -> Estimate:
+    """What a job will cost, per model and in total, without sending anything (`Estimate.render()` prints it).
+
+    The expected completion is learned from `output` (default: the run's output path) when it holds answers of
+    the same job; `prices` is a user price file over the shipped table. Raises `UsageError` for a bad file.
+    """
+    from batchchat.input.parse import Job, parse_line
+    from batchchat.input.plan import open_input
+    from batchchat.input.reader import iter_raw_lines
+    from batchchat.money.estimate import estimate_jobs, learn_completion_ratio
+    from batchchat.money.prices import PriceTable
+    from batchchat.pacing.tokens import completion_cap
+
+    settings = build_settings({"input": str(input), "output": output, "prices": prices, **options}, environ={})
+    table = PriceTable.load(settings.prices)
+    with ExitStack() as stack:
+        path, _display = open_input(settings.input, stack)
+
+        def jobs() -> Any:
+            for line_no, raw in iter_raw_lines(path):
+                item = parse_line(raw, line_no, settings.defaults)
+                if isinstance(item, Job):
+                    yield item
+
+        learned = None
+        previous = None if settings.input == "-" and settings.output is None else settings.output_path()
+        if previous is not None and previous.exists():  # a second pass over the input: only (model, cap) per id is kept
+            caps = {job.custom_id: (str(job.body.get("model")), completion_cap(job)) for job in jobs()}
+            learned = learn_completion_ratio(previous, caps)
+        return estimate_jobs(jobs(), table, learned)
 
 
 def backend_options() -> dict[str, Any]:

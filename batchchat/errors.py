@@ -13,6 +13,9 @@ class ExitCode(IntEnum):
     USAGE = 2  # usage or input error: nothing was sent
     FATAL = 3  # fatal endpoint error (bad key, forbidden): the run stopped early
     OUTPUT = 4  # the output could not be used: locked by another run, or a write failed mid-run
+    SPENDING_CAP = 5  # --max-cost reached: dispatch stopped, in-flight requests finished; a higher cap resumes
+    OUT_OF_CREDIT = 6  # the account is out of credit (429 insufficient_quota): the run stopped at once
+    DEAD_ENDPOINT = 7  # the endpoint cannot be reached, or answers every request with the same failure
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM: a rerun resumes
 
 
@@ -50,3 +53,9 @@ class FatalEndpointError(BatchchatError):
     """The endpoint refused the key (401/403) or does not exist: no further request can succeed."""
 
     exit_code = ExitCode.FATAL
+
+
+class DeadEndpointError(BatchchatError):
+    """The endpoint cannot be reached, or answered the first requests all with the same failure."""
+
+    exit_code = ExitCode.DEAD_ENDPOINT

@@ -21,7 +21,7 @@ import anyio
 import orjson
 
 from batchchat.config.settings import RetryPolicy, RunSettings
-from batchchat.errors import UsageError
+from batchchat.errors import DeadEndpointError, ExitCode, FatalEndpointError, UsageError
 from batchchat.input.parse import Job, parse_line
 from batchchat.input.reader import iter_raw_lines
 from batchchat.online.engine import Engine
@@ -39,10 +39,11 @@ class Step:
     failed: int
     rate_limited_429: int
     seconds: float
-    requests_per_second: float
+    succeeded_per_second: float  # successes only: a level where most requests fail is not fast
     latency_ms_p50: float
     latency_ms_p95: float
     sustained_per_second: float = 0.0  # successes/s after the step's first 429 (0 without 429s)
+    failed_per_second: float = 0.0  # shown beside the successes
 
     @property
     def error_rate(self) -> float:
@@ -114,10 +115,14 @@ async def sweep(
             finished: list[tuple[float, str | None]] = []
             engine = Engine(step_settings, echo=lambda _text: None, on_result=_recorder(finished))
             summary = await engine.run()
+            if summary.exit_code in (ExitCode.FATAL, ExitCode.DEAD_ENDPOINT):  # no level can do better
+                error = DeadEndpointError if summary.exit_code == ExitCode.DEAD_ENDPOINT else FatalEndpointError
+                raise error(summary.stopped or "the endpoint refused the sweep")
             headers_seen = headers_seen or bool(engine.headers_seen)
+            wall = max(summary.wall_seconds, 1e-9)
             step = Step(concurrency, summary.total, summary.succeeded, summary.failed, summary.rate_limited_429,
-                        summary.wall_seconds, summary.requests_per_second, summary.latency_ms_p50,
-                        summary.latency_ms_p95, _rate_after_first_429(finished))
+                        summary.wall_seconds, round(summary.succeeded / wall, 1), summary.latency_ms_p50,
+                        summary.latency_ms_p95, _rate_after_first_429(finished), round(summary.failed / wall, 1))
             steps.append(step)
             if report is not None:
                 report(step)
@@ -147,17 +152,17 @@ def _rate_after_first_429(finished: list[tuple[float, str | None]]) -> float:
 def _falling(steps: list[Step]) -> bool:
     if len(steps) < 3:
         return False
-    a, b, c = (s.requests_per_second for s in steps[-3:])
+    a, b, c = (s.succeeded_per_second for s in steps[-3:])
     return c < b < a
 
 
 def recommend(steps: list[Step], headers_seen: bool) -> Recommendation:
     """The smallest concurrency within 5% of the best clean throughput (errors under 1%)."""
     clean = [s for s in steps if s.error_rate < 0.01] or [min(steps, key=lambda s: s.error_rate)]
-    best = max(s.requests_per_second for s in clean)
-    choice = min((s for s in clean if s.requests_per_second >= 0.95 * best), key=lambda s: s.concurrency)
+    best = max(s.succeeded_per_second for s in clean)
+    choice = min((s for s in clean if s.succeeded_per_second >= 0.95 * best), key=lambda s: s.concurrency)
     rpm = None
-    reason = f"{choice.requests_per_second:,.1f} requests/s at {choice.concurrency} in flight, within 5% of the best"
+    reason = f"{choice.succeeded_per_second:,.1f} requests/s at {choice.concurrency} in flight, within 5% of the best"
     limited = [s for s in steps if s.rate_limited_429]
     if limited and not headers_seen:
         rpm = int(0.9 * 60 * min(s.sustained_per_second for s in limited))
@@ -167,11 +172,12 @@ def recommend(steps: list[Step], headers_seen: bool) -> Recommendation:
 
 def render_table(steps: list[Step]) -> str:
     """The sweep as a text table."""
-    rows = ["concurrency  requests/s  p50 ms  p95 ms  errors  429s",
-            "-----------  ----------  ------  ------  ------  ----"]
+    rows = ["concurrency  succeeded/s  errors/s  p50 ms  p95 ms  errors  429s",
+            "-----------  -----------  --------  ------  ------  ------  ----"]
     for s in steps:
-        rows.append(f"{s.concurrency:>11}  {s.requests_per_second:>10,.1f}  {s.latency_ms_p50:>6,.0f}  "
-                    f"{s.latency_ms_p95:>6,.0f}  {100 * s.error_rate:>5.1f}%  {s.rate_limited_429:>4}")
+        rows.append(f"{s.concurrency:>11}  {s.succeeded_per_second:>11,.1f}  {s.failed_per_second:>8,.1f}  "
+                    f"{s.latency_ms_p50:>6,.0f}  {s.latency_ms_p95:>6,.0f}  {100 * s.error_rate:>5.1f}%  "
+                    f"{s.rate_limited_429:>4}")
     return "\n".join(rows)
 
 
@@ -186,7 +192,8 @@ def plot(steps: list[Step], path: Path, recommendation: Recommendation | None = 
         return False
     xs = [s.concurrency for s in steps]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    top.plot(xs, [s.requests_per_second for s in steps], "o-", label="requests/s")
+    top.plot(xs, [s.succeeded_per_second for s in steps], "o-", label="succeeded/s")
+    top.plot(xs, [s.failed_per_second for s in steps], "x--", color="orange", label="errors/s")
     top.set_ylabel("requests/s")
     if recommendation is not None:
         top.axvline(recommendation.concurrency, color="green", linestyle="--",

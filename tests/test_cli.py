@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 from helpers import TEST_KEY, chat_lines, read_output, write_jobs
 from typer.testing import CliRunner
 
@@ -161,3 +162,12 @@ def test_help_renders_the_same_without_the_imports_it_does_not_use() -> None:
         imported, _, text = lean.stdout.partition("\n")
         assert imported == "", lean.stderr
         assert text == eager.stdout.partition("\n")[2] and "Usage: batchchat" in text
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "0"], ["run", "x.jsonl", "--simulate"]])
+def test_the_simulator_without_its_extra_says_how_to_install_it(args: list[str]) -> None:
+    code = ("import sys; sys.modules['httptools'] = None; sys.argv = ['batchchat', *sys.argv[1:]]; "
+            "from batchchat.cli import main; main()")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "pip install 'batchchat[simulator]'" in proc.stderr and "Traceback" not in proc.stderr

@@ -23,7 +23,7 @@ from cli_process import cli, cli_args, cli_env, parse_output
 from batchchat.simulator import Simulator, SimulatorConfig
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-input.md"
-GOOD = b'{"custom_id": "good", "model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+GOOD = b'{"custom_id": "good", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
 MSG = '"messages": [{"role": "user", "content": "hi"}]'
 IS_ROOT = os.geteuid() == 0
 
@@ -112,6 +112,9 @@ CASES: list[Case] = [
          j('{"custom_id": "bad", "model": "m", "stream": true, ' + MSG + "}"), line=True),
     Case("stream-string", '`"stream": "True"`', 1, "in.jsonl:1: stream: must be a boolean, got a string",
          j('{"custom_id": "bad", "model": "m", "stream": "True", ' + MSG + "}"), line=True),
+    Case("prompt-and-messages", 'a chat line with both `"prompt"` and `"messages"`', 1,
+         'in.jsonl:1: prompt: not allowed beside "messages" (a chat request takes one or the other)',
+         j('{"custom_id": "bad", "model": "m", "prompt": "hi", ' + MSG + "}"), line=True),
     Case("invalid-utf8", "bytes `ff fe` inside a line (invalid UTF-8)", 1, "in.jsonl:1: line is not valid UTF-8",
          b'{"custom_id": "bad", "model": "m\xff\xfe", ' + MSG.encode() + b"}", line=True),
     Case("line-10mb", "a 10 MB line (the limit is 8 MiB)", 1,
@@ -148,6 +151,9 @@ CASES: list[Case] = [
          output_path="in.jsonl"),
     Case("output-is-dir", "`-o` naming a directory", 2, "output odir is a directory",
          output_path="odir", prepare=_mkdir("odir")),
+    Case("output-dev-null", "`-o /dev/null` (or `/dev/stdout`, a FIFO: not a regular file)", 2,
+         "output /dev/null is not a regular file (a pipe, a terminal or a device); use -o - to stream results",
+         output_path="/dev/null"),
     Case("output-foreign", "an existing output whose lines are not batchchat results", 2,
          "out.jsonl:1: not a batchchat result line; refusing to append to this output",
          prepare=_write("out.jsonl", b'{"hello": "world"}\n')),
@@ -242,7 +248,7 @@ def test_bad_input(case: Case, tmp_path: Path, server: Simulator) -> None:
 
 
 def test_a_torn_last_line_is_repaired_with_a_message(tmp_path: Path, server: Simulator) -> None:
-    lines = [j(f'{{"custom_id": "r{i}", "model": "m", ' + MSG + "}") for i in range(3)]
+    lines = [j(f'{{"custom_id": "r{i}", "model": "gpt-4o-mini", ' + MSG + "}") for i in range(3)]
     (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     first = cli("run", "in.jsonl", "-o", "out.jsonl", "--base-url", server.base_url, "--progress", "off",
                 cwd=tmp_path)

@@ -134,9 +134,10 @@ async def test_echoed_key_is_redacted_from_body_and_message(router: respx.MockRo
 
 def test_url_joining() -> None:
     assert EndpointConfig(base_url="http://h/v1/").url_for("/v1/embeddings") == "http://h/v1/embeddings"
-    assert EndpointConfig(base_url="http://h").url_for("/v1/embeddings") == "http://h/v1/embeddings"
+    # the base is used as given, as the OpenAI SDK does: the path goes on without its /v1
+    assert EndpointConfig(base_url="http://h").url_for("/v1/embeddings") == "http://h/embeddings"
     assert EndpointConfig(base_url="http://h/openai").url_for("/v1/chat/completions") == (
-        "http://h/openai/v1/chat/completions")
+        "http://h/openai/chat/completions")
     azure = "https://n.openai.azure.com/openai"
     assert EndpointConfig(base_url=f"{azure}/deployments/gpt", azure_api_version="2024-10-21").url_for(
         "/v1/chat/completions") == f"{azure}/deployments/gpt/chat/completions?api-version=2024-10-21"

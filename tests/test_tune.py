@@ -43,7 +43,7 @@ def test_tune_sweeps_a_saturating_server_and_its_flags_hold(
         "--pause", "1.0", "--plot", str(tmp_path / "tune.png"), "--json", str(tmp_path / "tune.json"),
     ], env={"OPENAI_API_KEY": TEST_KEY})
     assert result.exit_code == 0, result.output
-    assert "concurrency  requests/s" in result.stdout and "recommended: --concurrency" in result.stdout
+    assert "concurrency  succeeded/s  errors/s" in result.stdout and "recommended: --concurrency" in result.stdout
     assert (tmp_path / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = orjson.loads((tmp_path / "tune.json").read_bytes())
     assert data["steps"][0]["concurrency"] == 1

@@ -17,6 +17,7 @@ from typing import Any
 
 from batchchat.config.settings import (
     DEFAULT_BASE_URL,
+    BatchOptions,
     EndpointConfig,
     JobDefaults,
     RetryPolicy,
@@ -64,6 +65,15 @@ def _path(value: Any) -> Path:
     return Path(value)
 
 
+def _usd(value: Any) -> float:
+    from batchchat.money.cap import parse_max_cost
+
+    try:
+        return parse_max_cost(value)
+    except UsageError:
+        raise TypeError("an amount in USD more than zero, such as 5 or 0.25") from None
+
+
 # Every option a run takes, named like the long flag (dashes as underscores), and the type of its value.
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "output": _path,
@@ -95,6 +105,14 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "summary_json": _path,
     "resend_changed": _flag,
     "limit": _whole,
+    "via": _text,
+    "batch_max_requests": _whole,
+    "batch_max_bytes": _whole,
+    "poll_interval": _number,
+    "no_wait": _flag,
+    "fallback": _text,
+    "prices": _path,
+    "max_cost": _usd,
 }
 # Options a library caller may also give (not from a config file).
 CALLER_ONLY: dict[str, Callable[[Any], Any]] = {"api_key": _text, "handle_signals": _flag}
@@ -200,9 +218,25 @@ def build_settings(
         handle_signals=bool(flags.get("handle_signals", False)),
         resend_changed=bool(pick("resend_changed", False)),
         limit=pick("limit"),
+        via=pick("via", "online"),
+        batch=_batch_options(pick),
+        prices=pick("prices"),
+        max_cost=pick("max_cost"),
     )
     settings.check()
     return settings
+
+
+def _batch_options(pick: Callable[..., Any]) -> BatchOptions:
+    poll = pick("poll_interval", 30.0)
+    return BatchOptions(
+        max_requests=pick("batch_max_requests", 50_000),
+        max_bytes=pick("batch_max_bytes", 200_000_000),
+        poll_interval=poll,
+        poll_max=max(poll, 300.0) if poll >= 30.0 else min(300.0, poll * 4),
+        no_wait=bool(pick("no_wait", False)),
+        fallback=pick("fallback", "resubmit"),
+    )
 
 
 def with_options(settings: RunSettings, **changes: Any) -> RunSettings:

@@ -19,6 +19,8 @@ EMBEDDINGS = "/v1/embeddings"
 COMPLETIONS = "/v1/completions"
 RESPONSES = "/v1/responses"
 ENDPOINTS = (CHAT, EMBEDDINGS, COMPLETIONS, RESPONSES)
+VIAS = ("online", "batch")
+FALLBACKS = ("resubmit", "online")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +37,16 @@ class EndpointConfig:
     transport: str = "aiohttp"  # or "httpx"
 
     def url_for(self, path: str) -> str:
-        """The absolute URL of an endpoint path such as `/v1/chat/completions`, Azure's api-version included."""
+        """The absolute URL of an endpoint path such as `/v1/chat/completions`, as the OpenAI SDK builds it.
+
+        The base is used as given and the path is appended without its `/v1` (the default base,
+        `https://api.openai.com/v1`, carries it): `http://host/v1beta/openai` + `/v1/chat/completions` is
+        `http://host/v1beta/openai/chat/completions`. Azure adds its `?api-version=`.
+        """
         base = self.base_url.rstrip("/")
-        if not self.azure_api_version:
-            return base + (path[3:] if base.endswith("/v1") and path.startswith("/v1/") else path)
-        # Azure's deployment URLs (.../openai/deployments/NAME) take the path without the /v1
         path = path[3:] if path.startswith("/v1/") else path
+        if not self.azure_api_version:
+            return base + path
         return f"{base}{path}?api-version={quote(self.azure_api_version, safe='')}"
 
 
@@ -67,6 +73,18 @@ class JobDefaults:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchOptions:
+    """How `--via batch` splits, polls and recovers (the provider's Batch API)."""
+
+    max_requests: int = 50_000  # lines per batch file
+    max_bytes: int = 200_000_000  # bytes per batch file
+    poll_interval: float = 30.0  # first wait between polls; grows while nothing changes ...
+    poll_max: float = 300.0  # ... up to this
+    no_wait: bool = False  # submit, then exit 0; the same command later collects
+    fallback: str = "resubmit"  # what becomes of an expired/cancelled batch's unfinished lines: or "online"
+
+
+@dataclass(frozen=True, slots=True)
 class RunSettings:
     """Everything a run needs to know; built once, never changed."""
 
@@ -88,6 +106,10 @@ class RunSettings:
     handle_signals: bool = False
     resend_changed: bool = False  # a done id whose request changed is sent again instead of refusing the run
     limit: int | None = None  # a trial run: only the first N lines with work to do
+    via: str = "online"  # or "batch": the provider's Batch API
+    batch: BatchOptions = field(default_factory=BatchOptions)
+    prices: Path | None = None  # a user price file (TOML/JSON) over the shipped table
+    max_cost: float | None = None  # USD: the spending cap (None: no cap)
 
     def output_path(self) -> Path:
         """Where results go."""
@@ -126,5 +148,15 @@ class RunSettings:
             raise UsageError(f"--endpoint must be one of {', '.join(ENDPOINTS)}, got {self.defaults.endpoint!r}")
         if self.defaults.max_tokens is not None and self.defaults.max_tokens < 1:
             raise UsageError(f"--max-tokens must be at least 1, got {self.defaults.max_tokens}")
+        if self.via not in VIAS:
+            raise UsageError(f"--via must be one of {', '.join(VIAS)}, got {self.via!r}")
+        if self.batch.fallback not in FALLBACKS:
+            raise UsageError(f"--fallback must be one of {', '.join(FALLBACKS)}, got {self.batch.fallback!r}")
+        if self.batch.max_requests < 1 or self.batch.max_bytes < 1:
+            raise UsageError("--batch-max-requests and --batch-max-bytes must be at least 1")
+        if self.batch.poll_interval <= 0:
+            raise UsageError(f"--poll-interval must be positive, got {self.batch.poll_interval:g}")
+        if self.max_cost is not None and not self.max_cost > 0:
+            raise UsageError(f"--max-cost: must be more than zero, got {self.max_cost:g}")
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")

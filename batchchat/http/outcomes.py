@@ -16,10 +16,13 @@ from typing import Any
 import orjson
 
 from batchchat.config.settings import EndpointConfig
+from batchchat.errors import ExitCode
 from batchchat.secrets import Redactor
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 FATAL_STATUSES = frozenset({401, 403})
+# Where servers and gateways put the id of a request, first found kept: OpenAI, Azure, Anthropic-style, LiteLLM.
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "apim-request-id", "x-litellm-call-id")
 
 
 @dataclass(slots=True)
@@ -59,11 +62,12 @@ class Failed:
 
 @dataclass(slots=True)
 class Fatal:
-    """The endpoint refuses every request (401, 403): the run must stop."""
+    """The endpoint refuses every request (401, 403; 429 `insufficient_quota`: out of credit): the run must stop."""
 
     reason: str
     message: str
     status: int | None = None
+    exit_code: ExitCode = ExitCode.FATAL  # the run's exit code (OUT_OF_CREDIT for insufficient_quota)
 
 
 Outcome = Success | Retryable | Failed | Fatal
@@ -73,7 +77,7 @@ def classify(status: int, raw: bytes, headers: Mapping[str, str], redact: Redact
              endpoint: EndpointConfig) -> Outcome:
     """Turn an HTTP answer into an outcome (see DESIGN.md: what retries, what fails, what stops)."""
     raw = redact.data(raw)
-    request_id = headers.get("x-request-id")
+    request_id = next((value for name in REQUEST_ID_HEADERS if (value := headers.get(name))), None)
     should_retry = headers.get("x-should-retry")
     if 200 <= status < 300:
         try:
@@ -90,6 +94,9 @@ def classify(status: int, raw: bytes, headers: Mapping[str, str], redact: Redact
         where = endpoint.api_key_env if endpoint.api_key else f"{endpoint.api_key_env} (not set)"
         verb = "rejected the API key" if status == 401 else "refused access with the API key"
         return Fatal(f"http_{status}", f"{endpoint.base_url} {verb} from {where}: {message}", status)
+    if status == 429 and _is_out_of_credit(raw):  # billing, not a rate limit: no retry can help
+        return Fatal("insufficient_quota", f"{endpoint.base_url}: the account is out of credit (check its plan "
+                     f"and billing): {message}", status, ExitCode.OUT_OF_CREDIT)
     if should_retry == "true" or (should_retry != "false" and (status in RETRY_STATUSES or status >= 500)):
         reason = "rate_limited" if status == 429 else f"http_{status}"
         return Retryable(reason, message, status, retry_after(headers), raw, request_id, headers)
@@ -115,6 +122,17 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def _is_out_of_credit(raw: bytes) -> bool:
+    """Whether an error body is OpenAI's "insufficient_quota" (its `code` or `type`)."""
+    if b"insufficient_quota" not in raw:
+        return False
+    try:
+        error = orjson.loads(raw).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return False
+    return isinstance(error, dict) and "insufficient_quota" in (error.get("code"), error.get("type"))
 
 
 def _error_message(raw: bytes) -> str:

@@ -171,6 +171,8 @@ def _validate_body(url: str, body: dict[str, Any]) -> None:
         if stream:
             raise _Invalid("stream", "true is not supported: batchchat collects whole responses")
     if url == CHAT:
+        if "prompt" in body and "messages" in body:
+            raise _Invalid("prompt", 'not allowed beside "messages" (a chat request takes one or the other)')
         _validate_messages(body.get("messages"))
     elif url == EMBEDDINGS:
         _validate_input(body, "input")

@@ -254,7 +254,10 @@ def _duplicate_ids(path: Path, display: str, settings: RunSettings, shared: set[
             continue
         first = seen.setdefault(item.custom_id, line_no)
         if first != line_no:
-            duplicates.append(f"{display}:{line_no}: custom_id: {item.custom_id!r} is also on line {first}")
+            derived = line_no if item.custom_id == derived_id(line_no) else first  # an id made for a line without one
+            note = (f" (line {derived} has no custom_id: {item.custom_id!r} is the id it gets)"
+                    if item.custom_id == derived_id(derived) else "")
+            duplicates.append(f"{display}:{line_no}: custom_id: {item.custom_id!r} is also on line {first}{note}")
     return duplicates
 
 

@@ -121,6 +121,15 @@ class CostTally:
         tally.completion_tokens += tokens.completion
         return None if price is None else tokens_cost(price, tokens, self.batch).total
 
+    def add_tokens(self, model: str, requests: int, prompt: int, cached: int, completion: int) -> None:
+        """Count `requests` answers at once, by their summed tokens (a caller that sums on its hot path)."""
+        price = self.price_for(model)
+        tally = (self._known if price is not None else self._unknown).setdefault(model, _ModelTally())
+        tally.requests += requests
+        tally.prompt_tokens += prompt
+        tally.cached_tokens += cached
+        tally.completion_tokens += completion
+
     def parts(self, model: str) -> CostParts:
         """The cost of one model so far (zeros for a model not seen or not priced)."""
         tally, price = self._known.get(model), self.price_for(model)

@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 
 from batchchat.config.settings import RunSettings
-from batchchat.errors import ExitCode
 from batchchat.http.outcomes import Fatal, Outcome, Retryable, Success
 from batchchat.http.retry import retry_after_failure
 from batchchat.http.sender import Sender
@@ -24,16 +23,17 @@ from batchchat.report.counters import Counters
 class Requester:
     """Sends admitted requests and hands their results to the write stage."""
 
-    __slots__ = ("_control", "_counters", "_pacer", "_results", "_sender", "_settings")
+    __slots__ = ("_control", "_counters", "_pacer", "_results", "_sender", "_settings", "_spending")
 
     def __init__(self, settings: RunSettings, pacer: Pacer, counters: Counters, control: StopControl,
-                 sender: Sender, results: Any) -> None:
+                 sender: Sender, results: Any, spending: Any = None) -> None:
         self._settings = settings
         self._pacer = pacer
         self._counters = counters
         self._control = control
         self._sender = sender
         self._results = results
+        self._spending = spending  # money.guard.Spending: prices each attempt and keeps the cap
 
     async def work(self, admitted: tuple[Job, int, int]) -> None:
         """Send one admitted request (`job`, prompt estimate, charge) to its end; its slot goes with its result."""
@@ -53,7 +53,8 @@ class Requester:
             attempts += 1
             counters.attempts += 1
             sent_at = time.monotonic()
-            outcome = await self._sender.send(job.url, content)
+            outcome = await (self._spending.send(job, self._sender, content) if self._spending is not None
+                             else self._sender.send(job.url, content))
             pacer.observe(outcome, time.monotonic() - sent_at)
             if isinstance(outcome, Retryable) and outcome.status == 429:
                 counters.rate_limited += 1
@@ -68,7 +69,7 @@ class Requester:
                 if isinstance(outcome, Retryable) and self._control.stopping:
                     return  # stopped before its retries ran out: not finished, a rerun sends it
             if isinstance(outcome, Fatal):
-                self._control.fail(ExitCode.FATAL, outcome.message)
+                self._control.fail(outcome.exit_code, outcome.message)
                 return
             result = self._result(job, outcome, attempts, time.monotonic() - started, prompt)
             # the slot goes with the result and is freed once it is on disk: at most --concurrency answers
@@ -89,7 +90,8 @@ class Requester:
                 self._counters.estimated_prompt_actual += real_prompt
             return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
                           attempts=attempts, latency=latency, usage=usage if isinstance(usage, dict) else None,
-                          metadata=job.metadata, fingerprint=request_fingerprint(job.url, job.body))
+                          metadata=job.metadata, fingerprint=request_fingerprint(job.url, job.body),
+                          cost_usd=self._spending.line_cost(job, usage) if self._spending is not None else None)
         assert not isinstance(outcome, Fatal)
         message = outcome.message
         if isinstance(outcome, Retryable):

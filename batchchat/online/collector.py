@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import anyio
 
@@ -32,8 +33,10 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-async def collect_periodically(period: float = GARBAGE_PERIOD) -> None:
-    """Collect cyclic garbage every `period` seconds, as the paused collector would have, until cancelled."""
+async def collect_periodically(period: float = GARBAGE_PERIOD,
+                               sleep: Callable[[float], Awaitable[Any]] = anyio.sleep) -> None:
+    """Collect cyclic garbage every `period` seconds, as the paused collector would have, until cancelled.
+    `sleep` is the clock seam that tests replace."""
     while True:
-        await anyio.sleep(period)
+        await sleep(period)
         gc.collect()

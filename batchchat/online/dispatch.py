@@ -20,7 +20,7 @@ from batchchat.report.counters import Counters
 
 
 async def dispatch(plan: Plan, settings: RunSettings, pacer: Pacer, counters: Counters, control: StopControl,
-                   pool: WorkerPool, results: Any) -> None:
+                   pool: WorkerPool, results: Any, spending: Any = None) -> None:
     """Admit every line of `plan` with work to do, in file order, until the plan ends or the run stops."""
     skip = plan.skip
     for line_no, raw in iter_raw_lines(plan.path):
@@ -40,7 +40,9 @@ async def dispatch(plan: Plan, settings: RunSettings, pacer: Pacer, counters: Co
                                             metadata=item.metadata, error_message=too_large))
             continue
         await pacer.admit(cost)
-        if control.stopping:  # a cancel can miss a task woken in the same loop turn as the stop
+        # a cancel can miss a task woken in the same loop turn as the stop; the spending cap reserves last, so
+        # that money is held only by requests about to be sent
+        if control.stopping or (spending is not None and not await spending.reserve(item, prompt)):
             pacer.release()
             return
         counters.in_flight += 1

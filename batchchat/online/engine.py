@@ -22,9 +22,11 @@ from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError, UsageError
 from batchchat.http.sender import open_sender
 from batchchat.input.plan import Plan, describe_invalid, open_input, scan
+from batchchat.money.guard import Spending, check_priced
 from batchchat.online.attempts import Requester
 from batchchat.online.collector import collect_periodically
 from batchchat.online.dispatch import dispatch
+from batchchat.online.health import watched
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
@@ -32,11 +34,13 @@ from batchchat.output.compact import compact
 from batchchat.output.lines import Result
 from batchchat.output.lock import RunLock
 from batchchat.output.paths import check_output
-from batchchat.output.resume import load_resume_index
+from batchchat.output.resume import ResumeIndex, load_resume_index
+from batchchat.output.stream import StdoutWriter, is_stdout
 from batchchat.output.writer import ResultWriter
 from batchchat.pacing.pacer import Pacer
 from batchchat.report.counters import Counters
 from batchchat.report.progress import Progress
+from batchchat.report.status import StatusFile
 from batchchat.report.summary import Summary
 from batchchat.secrets import Redactor
 
@@ -63,6 +67,9 @@ class Engine:
         self._redact = Redactor(settings.endpoint.api_key)
         self._pacer = Pacer(settings)
         self._control = StopControl(settings.grace, self._echo)
+        self._spending: Spending | None = None  # prices loaded in _prepare (a bad price file: exit 2)
+        self._url = settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
+        self._sent_paths: dict[str, None] = {}  # the endpoint paths requests went to, in the order first used
 
     @property
     def headers_seen(self) -> bool | None:
@@ -74,13 +81,16 @@ class Engine:
         with ExitStack() as stack:
             output = self.settings.output_path()
             plan = await anyio.to_thread.run_sync(self._prepare, stack, output)
-            writer = ResultWriter(output)
+            writer = StdoutWriter() if is_stdout(output) else ResultWriter(output)
             writer.open()
             stack.callback(writer.close)
-            progress = Progress(self.counters, self.settings.progress, self.settings.log_interval)
+            progress = Progress(self.counters, self.settings.progress, self.settings.log_interval,
+                                header=start_line(self.settings, plan, output, self._url),
+                                spent=lambda: self._spending.spent if self._spending is not None else None)
+            status = None if is_stdout(output) else StatusFile(output, self.counters, plan.display, self._url)
             try:
                 if plan.to_run:  # else all done: no connection to open (nor aiohttp to import)
-                    await self._execute(plan, writer, progress)
+                    await self._execute(plan, writer, progress, status)
             except* OutputWriteError as group:
                 self._control.output_failed(str(group.exceptions[0]))
                 self._echo(f"batchchat: error: {self._control.reason}; stopped (a rerun resumes)")
@@ -88,27 +98,32 @@ class Engine:
                 raise group.exceptions[0] from group.exceptions[0].__cause__
             finally:
                 progress.close()
+                if self._spending is not None:
+                    self._spending.close()
             with anyio.CancelScope(shield=True):  # its last fsync, off the event loop too
                 await anyio.to_thread.run_sync(writer.close)
             if plan.retried_ids and self._control.exit_code != ExitCode.OUTPUT:
                 await compact_off_the_loop(output, plan.retried_ids, self._control, self._echo,
                                            self.settings.handle_signals)
-            return self._summary(plan.display, output)
+            summary = self._summary(plan.display, output)
+            if status is not None:
+                status.write("finished" if summary.exit_code in (0, 1) else "stopped", summary.exit_code)
+            return summary
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
         """Open the input, lock the output, read what is done and scan the input (blocking file work)."""
+        self._spending = Spending.for_run(self.settings.prices, self.settings.max_cost, self._control.fail)
         path, display = open_input(self.settings.input, stack)
-        check_output(output, None if self.settings.input == "-" else path)
-        lock = RunLock(output)
-        lock.acquire()
-        stack.callback(lock.release)
-        index = load_resume_index(output)
-        if index.repair:
-            self._echo(f"batchchat: {index.repair}")
+        if self.settings.endpoint.api_key is None:
+            self._echo(no_key_warning(self.settings))
+        index = open_output(output, None if self.settings.input == "-" else path, stack, self._echo)
         plan = scan(path, display, self.settings, index, resend_changed=self.settings.resend_changed,
                     limit=self.settings.limit)
         del index  # the plan holds what it needs
-        self._check_plan(plan)
+        check_plan(plan, self.settings.strict, self._echo)
+        if self.settings.max_cost is not None:
+            check_priced(plan, self.settings, self._spending.table)
+        self._url = first_url(path, self.settings)
         self.counters.total = plan.to_run
         self.counters.skipped = plan.skipped
         self.counters.left = plan.left
@@ -121,43 +136,39 @@ class Engine:
             self._echo(f"batchchat: --limit {self.settings.limit:,}: {plan.left:,} more lines left for a later run")
         return plan
 
-    def _check_plan(self, plan: Plan) -> None:
-        # lines already done count as valid: a rerun must not turn "some lines invalid" (exit 1) into exit 2
-        if plan.invalid_count and (self.settings.strict or plan.valid + plan.skipped == 0):
-            why = "--strict is set" if self.settings.strict else "no line is valid"
-            raise UsageError(f"{plan.invalid_count:,} invalid lines ({why}); nothing was sent:\n"
-                             + describe_invalid(plan))
-        if plan.invalid_count:
-            self._echo(f"batchchat: {plan.invalid_count:,} invalid lines will get an error line in the output:\n"
-                       + describe_invalid(plan))
-
     def _summary(self, display: str, output: Path) -> Summary:
         code = self._control.exit_code
         if code == ExitCode.OK and (self.counters.failed or self.counters.done < self.counters.total):
             code = ExitCode.FAILURES
-        summary = Summary.from_counters(self.counters, display, str(output), int(code), self._control.reason)
+        used = ", ".join(map(self.settings.endpoint.url_for, self._sent_paths)) or self._url
+        summary = Summary.from_counters(self.counters, display, str(output), int(code), self._control.reason,
+                                        endpoint=used)
+        if self._spending is not None:
+            summary.cost = self._spending.to_dict(left=summary.not_finished)
         if self.settings.summary_json:
-            try:
-                self.settings.summary_json.write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
-            except OSError as exc:
-                self._echo(f"batchchat: cannot write summary {self.settings.summary_json}: {exc.strerror}")
+            write_summary_json(summary, self.settings.summary_json, self._echo)
         return summary
 
-    async def _execute(self, plan: Plan, writer: ResultWriter, progress: Progress) -> None:
+    async def _execute(self, plan: Plan, writer: ResultWriter | StdoutWriter, progress: Progress,
+                       status: StatusFile | None) -> None:
         settings = self.settings
         control = self._control
         counters = self.counters
         buffer = max(256, settings.concurrency * 2)
         send, receive = anyio.create_memory_object_stream[Result](buffer)
-        stage = WriteStage(writer, counters, self._pacer.release, self._on_result)
-        sender = open_sender(settings.endpoint, settings.concurrency, self._redact, self._client)
-        requester = Requester(settings, self._pacer, counters, control, sender, send)
+        stage = WriteStage(writer, counters, self._pacer.release, self._on_result)  # type: ignore[arg-type]
+        sender = watched(open_sender(settings.endpoint, settings.concurrency, self._redact, self._client),
+                         settings.endpoint, settings.concurrency, control.fail)
+        self._sent_paths = sender.paths
+        requester = Requester(settings, self._pacer, counters, control, sender, send, self._spending)
         try:
             async with anyio.create_task_group() as tg:
                 control.task_group = tg
                 written = anyio.Event()
                 tg.start_soon(self._write, stage, receive, written)
                 tg.start_soon(progress.run)
+                if status is not None:
+                    tg.start_soon(status.run)
                 if settings.handle_signals:
                     tg.start_soon(control.watch_signals, lambda: counters.in_flight)
                     tg.start_soon(collect_periodically)  # the CLI owns the process and paused the collector
@@ -167,7 +178,7 @@ class Engine:
                         pool = WorkerPool(workers, requester.work)
                         control.dispatch_scope = anyio.CancelScope()
                         with control.dispatch_scope:
-                            await dispatch(plan, settings, self._pacer, counters, control, pool, send)
+                            await dispatch(plan, settings, self._pacer, counters, control, pool, send, self._spending)
                         pool.close()  # the workers finish what they hold, then end
                 finally:
                     send.close()
@@ -187,6 +198,64 @@ class Engine:
             raise
         finally:
             written.set()
+
+
+def first_url(path: Path, settings: RunSettings) -> str:
+    """The URL of the input's first valid request (the start line names it before anything is sent)."""
+    from batchchat.input.parse import Job, read_jobs
+
+    for item in read_jobs(path, settings.defaults):
+        if isinstance(item, Job):
+            return settings.endpoint.url_for(item.url)
+    return settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
+
+
+def start_line(s: RunSettings, plan: Plan, output: Path, url: str) -> str:
+    """The first line of a log: what runs, where to, and within which limits."""
+    done = f" ({plan.skipped:,} already done)" if plan.skipped else ""
+    limits = ", ".join(f"{name} {value:g}" for name, value in (("rpm", s.rpm), ("tpm", s.tpm)) if value)
+    return (f"run {plan.display} -> {'standard output' if is_stdout(output) else output}: "
+            f"{plan.to_run:,} requests to send{done}, to {url}; "
+            f"{limits or 'no rpm/tpm limit'}, concurrency {s.concurrency}, adapt {s.adapt}")
+
+
+def no_key_warning(settings: RunSettings) -> str:
+    """What a run without an API key says at its start (a warning: local servers need none)."""
+    return (f"batchchat: warning: {settings.endpoint.api_key_env} is not set: requests go without an API key "
+            "(fine for a local server that needs none)")
+
+
+def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: Callable[[str], None]) -> ResumeIndex:
+    """Check and lock the output (the lock released by `stack`) and read what it holds; `-`: nothing to do."""
+    if is_stdout(output):  # streamed: nothing to lock, nothing to resume from
+        return ResumeIndex()
+    check_output(output, input_path)
+    lock = RunLock(output)
+    lock.acquire()
+    stack.callback(lock.release)
+    index = load_resume_index(output)
+    if index.repair:
+        echo(f"batchchat: {index.repair}")
+    return index
+
+
+def check_plan(plan: Plan, strict: bool, echo: Callable[[str], None]) -> None:
+    """Refuse a plan with invalid lines under `--strict` or with no valid line at all; else say what is bad."""
+    # lines already done count as valid: a rerun must not turn "some lines invalid" (exit 1) into exit 2
+    if plan.invalid_count and (strict or plan.valid + plan.skipped == 0):
+        why = "--strict is set" if strict else "no line is valid"
+        raise UsageError(f"{plan.invalid_count:,} invalid lines ({why}); nothing was sent:\n" + describe_invalid(plan))
+    if plan.invalid_count:
+        echo(f"batchchat: {plan.invalid_count:,} invalid lines will get an error line in the output:\n"
+             + describe_invalid(plan))
+
+
+def write_summary_json(summary: Summary, path: Path, echo: Callable[[str], None]) -> None:
+    """`--summary-json`: the summary as JSON; a failure to write it is said, not fatal."""
+    try:
+        path.write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        echo(f"batchchat: cannot write summary {path}: {exc.strerror}")
 
 
 async def compact_off_the_loop(output: Path, retried: set[str], control: StopControl, echo: Callable[[str], None],

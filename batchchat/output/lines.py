@@ -1,6 +1,6 @@
 """The result line: what became of one request, encoded as an OpenAI Batch API output line plus batchchat's
-own fields (`usage`, `attempts`, `latency_ms`, `line`, `metadata`), which Batch consumers ignore; and reading
-an output back."""
+own fields (`usage`, `cost_usd`, `attempts`, `latency_ms`, `line`, `metadata`), which Batch consumers ignore;
+and reading an output back."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Result:
     latency: float = 0.0
     usage: dict[str, Any] | None = None
     metadata: Any = None
+    cost_usd: float | None = None  # the answer's cost at the run's prices (None: no usage, or price unknown)
     holds_slot: bool = False  # a concurrency slot is freed once this result is written
     fingerprint: str | None = None  # of the request answered (see `request_fingerprint`)
     ok: bool = field(init=False)
@@ -78,6 +79,7 @@ def encode_result(result: Result, line_id: str) -> bytes:
     line |= {
         "response": response,
         "usage": result.usage,
+        "cost_usd": result.cost_usd,
         "attempts": result.attempts,
         "latency_ms": round(result.latency * 1000.0, 1),
         "line": result.line_no,

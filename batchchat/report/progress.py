@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TextIO
 
 import anyio
 
+from batchchat.money.cost import usd
 from batchchat.report.counters import Counters
 
 
@@ -45,52 +47,90 @@ def _eta(counters: Counters, rate: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-def status_line(counters: Counters, rates: tuple[float, float]) -> str:
-    """One line of figures: done/total, rates, retries, errors, ETA."""
+def status_parts(counters: Counters, rates: tuple[float, float], spent: float | None = None) -> list[str]:
+    """The figures of a run, most important first: done/total of the whole job (an earlier run's share
+    included), failed, requests/s, ETA; then money spent (when known), tokens/min, in flight, retries, 429s."""
     per_second, per_minute = rates
-    pct = 100.0 * counters.done / counters.total if counters.total else 100.0
-    return (
-        f"{counters.done:,}/{counters.total:,} done ({pct:.0f}%), {counters.failed:,} failed, "
-        f"{per_second:,.1f} req/s, {per_minute:,.0f} tok/min, {counters.in_flight:,} in flight, "
-        f"{counters.retries:,} retries, {counters.rate_limited:,} x 429, ETA {_eta(counters, per_second)}"
-    )
+    done, total = counters.skipped + counters.done, counters.skipped + counters.total
+    pct = 100.0 * done / total if total else 100.0
+    return [
+        f"{done:,}/{total:,} done ({pct:.0f}%)", f"{counters.failed:,} failed", f"{per_second:,.1f} req/s",
+        f"ETA {_eta(counters, per_second)}", *([] if spent is None else [f"{usd(spent)} spent"]),
+        f"{per_minute:,.0f} tok/min", f"{counters.in_flight:,} in flight",
+        f"{counters.retries:,} retries", f"{counters.rate_limited:,} x 429",
+    ]
+
+
+def status_line(counters: Counters, rates: tuple[float, float], width: int | None = None,
+                spent: float | None = None) -> str:
+    """One line of figures, as many as fit in `width` characters (all when None), most important first; the
+    first four (done/total, failed, rate, ETA) always show."""
+    parts = status_parts(counters, rates, spent)
+    if width is not None and len(", ".join(parts[:4])) > width:
+        parts[0] = parts[0].replace(" done", "")
+    line = ", ".join(parts[:4])
+    for part in parts[4:]:
+        if width is not None and len(line) + 2 + len(part) > width:
+            break
+        line += ", " + part
+    return line
 
 
 class Progress:
     """Shows a run's counters until closed. `mode`: auto (bar on a terminal, else log), bar, log, off."""
 
+    MIN_BAR = 4  # columns: the bar itself, at its narrowest
+    FIRST_LOG_AFTER = 2.0  # seconds: a log shows the first figures this soon, whatever the interval
+
     def __init__(self, counters: Counters, mode: str = "auto", interval: float | None = None,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, header: str | None = None,
+                 spent: Callable[[], float | None] | None = None) -> None:
+        self._spent = spent or (lambda: None)  # USD spent so far (None: not shown)
         self._counters = counters
         self._stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self._stream.isatty() else "log"
         self.mode = mode
         self._interval = interval if interval is not None else (0.25 if mode == "bar" else 10.0)
+        self._header = header  # the log's first line: input, output, total, endpoint, limits
         self._rates = _Rates()
         self._bar = None
         self._task = None
+        self._running = False
 
     async def run(self) -> None:
         """Refresh until cancelled."""
         if self.mode == "off":
             return
+        self._running = True
         if self.mode == "bar":
             self._start_bar()
+        elif self._header:
+            self._log(self._header)
+        first = min(self._interval, self.FIRST_LOG_AFTER) if self.mode == "log" else self._interval
+        await anyio.sleep(first)
         while True:
-            await anyio.sleep(self._interval)
             self.refresh()
+            await anyio.sleep(self._interval)
 
     def refresh(self) -> None:
         """Draw the bar, or print one log line."""
         rates = self._rates.update(self._counters)
+        counters = self._counters
         if self._bar is not None:
-            self._bar.update(self._task, completed=self._counters.done, total=self._counters.total or None,
-                             status=status_line(self._counters, rates))
+            # the bar takes what the figures leave: at 80 columns done/total, failed, rate and ETA all show
+            width = self._bar.console.width - len("batchchat") - 4  # two column gaps and a spare column
+            status = status_line(counters, rates, width - self.MIN_BAR, self._spent())
+            self._bar.columns[1].bar_width = max(self.MIN_BAR, min(40, width - len(status)))
+            self._bar.update(self._task, completed=counters.skipped + counters.done,
+                             total=(counters.skipped + counters.total) or None, status=status)
             self._bar.refresh()
         elif self.mode == "log":
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            print(f"{stamp} batchchat: {status_line(self._counters, rates)}", file=self._stream, flush=True)
+            self._log(status_line(counters, rates, spent=self._spent()))
+
+    def _log(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        print(f"{stamp} batchchat: {text}", file=self._stream, flush=True)
 
     def close(self) -> None:
         """Final refresh, then release the terminal."""
@@ -98,6 +138,9 @@ class Progress:
             self.refresh()
             self._bar.stop()
             self._bar = None
+        elif self.mode == "log" and self._running:  # the log ends on the final figures
+            self.refresh()
+        self._running = False
 
     def _start_bar(self) -> None:
         from rich.console import Console
@@ -109,5 +152,7 @@ class Progress:
             TextColumn("[bold]batchchat"), BarColumn(), TextColumn("{task.fields[status]}"),
             console=console, auto_refresh=False, transient=False,
         )
-        self._task = self._bar.add_task("run", total=self._counters.total or None, status="starting")
+        counters = self._counters
+        self._task = self._bar.add_task("run", completed=counters.skipped,
+                                        total=(counters.skipped + counters.total) or None, status="starting")
         self._bar.start()

@@ -36,10 +36,13 @@ class Summary:
     exit_code: int
     stopped: str | None = None
     left_for_later: int = 0  # lines beyond --limit
+    cost: dict[str, Any] | None = None  # money.guard.Spending.to_dict(): cost by model, the cap
+    endpoint: str = ""  # the URL the requests went to (the first of each endpoint the job used)
 
     @classmethod
     def from_counters(
-        cls, counters: Counters, input_name: str, output: str, exit_code: int, stopped: str | None
+        cls, counters: Counters, input_name: str, output: str, exit_code: int, stopped: str | None,
+        endpoint: str = "",
     ) -> Summary:
         """Freeze the live counters into a summary."""
         wall = max(time.monotonic() - counters.started, 1e-9)
@@ -73,6 +76,7 @@ class Summary:
             exit_code=exit_code,
             stopped=stopped,
             left_for_later=counters.left,
+            endpoint=endpoint,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +87,7 @@ class Summary:
         """The summary as a few lines for a person."""
         lines = [
             f"batchchat: {self.input} -> {self.output}",
+            *([f"  endpoint   {self.endpoint}"] if self.endpoint else []),
             f"  requests   {self.total:,} this run: {self.succeeded:,} succeeded, {self.failed:,} failed"
             + (f", {self.not_finished:,} not finished" if self.not_finished else "")
             + (f" ({self.skipped_already_done:,} already done, skipped)" if self.skipped_already_done else "")
@@ -95,7 +100,14 @@ class Summary:
             f"  attempts   {self.attempts:,} ({self.retries:,} retries, {self.rate_limited_429:,} answered 429)",
         ]
         if self.prompt_estimate_error_pct is not None:
-            lines.append(f"  estimate   prompt tokens estimated {self.prompt_estimate_error_pct:+.1f}% off")
+            error = self.prompt_estimate_error_pct
+            direction = "over" if error > 0 else "under"
+            lines.append(f"  estimate   prompt tokens {direction}-estimated by {abs(error):.1f}% (estimate vs usage)"
+                         if error else "  estimate   prompt tokens estimated exactly (estimate vs usage)")
+        if self.cost is not None:
+            from batchchat.money.guard import cost_lines
+
+            lines.extend(cost_lines(self.cost))
         if self.errors_by_code:
             lines.append("  errors     " + ", ".join(f"{code} {n:,}" for code, n in self.errors_by_code.items()))
         if self.stopped:

@@ -3,8 +3,9 @@
 Kinds (`FAULT_KINDS`):
 - `500`, `502`, `503`: that status with an OpenAI-shaped error body and no Retry-After.
 - `503_retry_after`: 503 with `Retry-After: 1`.
-- `429`: 429 `rate_limit_exceeded` body without Retry-After; `429_retry_after` adds
-  `Retry-After: 1` and `retry-after-ms: 1000`.
+- `429`: 429 `rate_limit_exceeded` body without Retry-After; `429_retry_after` adds a 1 s retry
+  header in the configured `retry_after_style` (openai: `Retry-After: 1` and `retry-after-ms: 1000`;
+  litellm: `llm_provider-retry-after`, the seconds left in the minute; none: nothing).
 - `403`: 403 `permission_denied` body.
 - `drop`: the connection is closed after the request is read, with no response.
 - `hang`: no response ever; the connection is held until the client or the server closes it.
@@ -12,6 +13,8 @@ Kinds (`FAULT_KINDS`):
 - `non_json`: 200 with a `text/html` body.
 - `echo_headers`: 400 whose error message echoes every request header (Authorization included),
   so a client can prove it redacts keys from what it logs and writes.
+- `insufficient_quota`: 429 with OpenAI's out-of-credit body (type and code `insufficient_quota`)
+  and no retry header: no retry will help.
 
 `fault_sequence[k]` decides for the first requests ("ok" = no fault); after it, `fault_rates`
 apply: a uniform draw u = hash(seed, k) in [0, 1) is matched against the cumulative rates in the
@@ -38,6 +41,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "truncate",
     "non_json",
     "echo_headers",
+    "insufficient_quota",  # appended last: draws follow this order, so earlier seeded plans stay as they were
 )
 
 

@@ -13,8 +13,6 @@ from batchchat.simulator import tokens as tk
 
 __all__ = ["InvalidRequest", "error_body"]
 
-MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "simulator")
-
 
 class InvalidRequest(Exception):
     """A 400: the message, and the parameter and code OpenAI would name."""
@@ -273,13 +271,3 @@ def embeddings_body(seed: int, model: str, data: Any, dims: int, prompt: int, ba
         "model": model,
         "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
     }
-
-
-def models_body(created: int) -> bytes:
-    """`GET /v1/models`."""
-    return orjson.dumps(
-        {
-            "object": "list",
-            "data": [{"id": m, "object": "model", "created": created, "owned_by": "batchchat"} for m in MODELS],
-        }
-    )
