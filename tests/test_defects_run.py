@@ -2,8 +2,8 @@
 (a6c68e4); why each would fail there is said in its docstring. Against the real simulator over loopback.
 
 The event-loop tests run a ticker task beside the run and look at the longest gap between its ticks: work
-done on the loop thread shows as a gap at least as long as that work (the bounds are generous: a gap of half
-the injected delay, on a loop that should tick every 10 ms).
+done on the loop thread shows as a gap at least as long as that work (the bounds are generous: about half the
+injected delay, on a loop that should tick every 10 ms, so that a loaded machine's hiccups do not fail them).
 """
 
 from __future__ import annotations
@@ -73,24 +73,24 @@ async def test_a_slow_disk_does_not_stall_the_event_loop(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: `ResultWriter.write` (os.write, os.fsync) ran on the loop thread, so each slow write was a gap
-    of at least 0.4 s in the ticks (and in every socket and timer of the run)."""
-    src = write_jobs(tmp_path / "in.jsonl", chat_lines(30))
+    of at least 0.7 s in the ticks (and in every socket and timer of the run)."""
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(8))
     warm = await batchchat.arun(src, output=tmp_path / "warm.jsonl", **run_options(sim))  # imports the sender
     assert warm.exit_code == 0
-    slow = SlowOs(0.4)
+    slow = SlowOs(0.7)
     monkeypatch.setattr(writer_module, "os", slow)
     gap, summary = await longest_gap_during(lambda: batchchat.arun(src, **run_options(sim, concurrency=8)))
-    assert summary.exit_code == 0 and summary.succeeded == 30
+    assert summary.exit_code == 0 and summary.succeeded == 8
     assert slow.calls >= 2  # the slow disk was met (a write and the closing fsync at least)
-    assert gap < 0.2, f"the event loop stalled {gap:.2f} s during a slow write"
+    assert gap < 0.4, f"the event loop stalled {gap:.2f} s during a slow write"
 
 
 async def test_the_prescan_resume_index_and_compaction_run_off_the_event_loop(
     tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before: `load_resume_index`, `scan` and `compact` ran synchronously inside `arun`; here each is made to
-    take 0.5 s more (besides reading a 20,000-line file and its output), which on the loop would be gaps of
-    0.5 s or more."""
+    take 1 s more (besides reading a 20,000-line file and its output), which on the loop would be gaps of 1 s
+    or more."""
     lines = chat_lines(20_000)
     src = write_jobs(tmp_path / "in.jsonl", lines)
     out = tmp_path / "in.results.jsonl"
@@ -102,18 +102,20 @@ async def test_the_prescan_resume_index_and_compaction_run_off_the_event_loop(
 
     def slowed(real: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(0.5)
+            time.sleep(1.0)
             return real(*args, **kwargs)
         return call
 
     for name in ("load_resume_index", "scan", "compact"):
         monkeypatch.setattr(engine_module, name, slowed(getattr(engine_module, name)))
+    warm = await batchchat.arun(write_jobs(tmp_path / "warm.jsonl", chat_lines(1)), **run_options(sim))
+    assert warm.exit_code == 0  # the sender is imported (once per process, on the loop)
     started = time.monotonic()
     gap, summary = await longest_gap_during(lambda: batchchat.arun(src, **run_options(sim)))
     assert summary.exit_code == 0 and summary.succeeded == 1 and summary.skipped_already_done == 19_999
-    assert time.monotonic() - started >= 1.5  # the three slowed stages ran
+    assert time.monotonic() - started >= 3.0  # the three slowed stages ran
     assert len(read_output(out)) == 20_000  # compacted: r0's error line is gone
-    assert gap < 0.25, f"the event loop stalled {gap:.2f} s"
+    assert gap < 0.5, f"the event loop stalled {gap:.2f} s"
 
 
 async def test_an_on_result_that_raises_ends_as_result_callback_error(tmp_path: Path, simulator: Any) -> None:
