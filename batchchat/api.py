@@ -88,7 +88,7 @@ def validate(input: str | Path, **options: Any) -> Plan:
     settings = build_settings({"input": str(input), **options}, environ={})
     with ExitStack() as stack:
         path, display = open_input(settings.input, stack)
-        return scan(path, display, settings, set(), set())
+        return scan(path, display, settings)
 
 
 def estimate(input: str | Path, output: str | Path | None = None, *, prices: str | Path | None = None,
@@ -117,8 +117,8 @@ def estimate(input: str | Path, output: str | Path | None = None, *, prices: str
                     yield item
 
         learned = None
-        previous = settings.output_path()
-        if previous.exists():  # a second pass over the input: only (model, cap) per id is kept
+        previous = None if settings.input == "-" and settings.output is None else settings.output_path()
+        if previous is not None and previous.exists():  # a second pass over the input: only (model, cap) per id is kept
             caps = {job.custom_id: (str(job.body.get("model")), completion_cap(job)) for job in jobs()}
             learned = learn_completion_ratio(previous, caps)
         return estimate_jobs(jobs(), table, learned)

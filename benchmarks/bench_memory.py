@@ -26,7 +26,7 @@ p = Path(sys.argv[1])
 s = settings_for(str(p), str(p) + ".out", base_url="http://127.0.0.1:9/v1")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()
-plan = scan(p, "in", s, set(), set())
+plan = scan(p, "in", s)
 print(time.perf_counter() - t, before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, plan.to_run)
 """
 

@@ -15,7 +15,7 @@ from batchchat.config.settings import CHAT
 from batchchat.input.parse import Job
 from batchchat.pacing.adaptive import AimdController, ConcurrencyGate
 from batchchat.pacing.headers import RateLimitHeaders
-from batchchat.pacing.limiter import RateLimiter
+from batchchat.pacing.limiter import PROBE_PATIENCE, RateLimiter
 from batchchat.pacing.tokens import PromptEstimator
 from batchchat.simulator import Simulator
 
@@ -47,10 +47,20 @@ async def test_auto_mode_learns_the_limits_from_the_first_answer() -> None:
 async def test_a_probe_without_an_answer_lets_another_ask() -> None:
     limiter = RateLimiter(auto=True)
     await limiter.acquire(1)
+    asked = anyio.Event()
+
+    async def waiter() -> None:
+        await limiter.acquire(1)
+        asked.set()
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(limiter.acquire, 1)
+        tg.start_soon(waiter)
         await anyio.sleep(0.02)
-        limiter.observe(None, None)  # the probe timed out: the waiter becomes the next probe
+        assert not asked.is_set()  # held while the probe is out
+        limiter.observe(None, None)  # the probe timed out: the waiter becomes the next probe at once ...
+        # ... not after PROBE_PATIENCE (5 s), which would let it through even with the hand-off broken
+        with anyio.fail_after(PROBE_PATIENCE / 5):
+            await asked.wait()
     assert limiter.headers_seen is None
 
 

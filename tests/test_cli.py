@@ -42,15 +42,28 @@ def test_progress_log_lines_when_not_on_a_terminal(tmp_path: Path, simulator) ->
     assert "req/s" in lines[-1] and "tok/min" in lines[-1] and "ETA" in lines[-1] and "retries" in lines[-1]
 
 
-def test_environment_and_flag_precedence_for_the_base_url(tmp_path: Path, sim: Simulator) -> None:
+def test_environment_and_flag_precedence_for_the_base_url(tmp_path: Path, simulator) -> None:  # type: ignore[no-untyped-def]
+    """flag > environment > config file > default: each level points at a simulator of its own, and the one
+    that received the requests is the one that won (every kind of option: tests/test_defects_config.py)."""
+    flag, env, file = simulator(), simulator(), simulator()
     src = write_jobs(tmp_path / "in.jsonl", chat_lines(2))
-    result = cli("run", str(src), "--progress", "off", OPENAI_BASE_URL=sim.base_url)
-    assert result.exit_code == 0, result.output
     config = tmp_path / "batchchat.toml"
-    config.write_text('base-url = "http://127.0.0.1:9/v1"\nconcurrency = 3\n')
-    result = cli("run", str(src), "--config", str(config), "--base-url", sim.base_url, "--progress", "off",
-                 "-o", str(tmp_path / "o2.jsonl"))
-    assert result.exit_code == 0, result.output
+    config.write_text(f'base-url = "{file.base_url}"\n')
+
+    def sent() -> tuple[int, int, int]:
+        return flag.stats()["requests"], env.stats()["requests"], file.stats()["requests"]
+
+    def run(*args: str, **environ: str) -> None:
+        out = tmp_path / f"out{sum(sent())}.jsonl"
+        result = cli("run", str(src), "--progress", "off", "-o", str(out), *args, **environ)
+        assert result.exit_code == 0, result.output
+
+    run("--config", str(config))
+    assert sent() == (0, 0, 2)  # file > default
+    run("--config", str(config), OPENAI_BASE_URL=env.base_url)
+    assert sent() == (0, 2, 2)  # environment > file
+    run("--config", str(config), "--base-url", flag.base_url, OPENAI_BASE_URL=env.base_url)
+    assert sent() == (2, 2, 2)  # flag > environment
 
 
 def test_api_key_env_names_the_variable(tmp_path: Path, simulator) -> None:  # type: ignore[no-untyped-def]

@@ -12,10 +12,16 @@ import pytest
 
 from batchchat.errors import OutputLockedError, OutputWriteError, UsageError
 from batchchat.output.compact import compact
+from batchchat.output.ids import id_key
 from batchchat.output.lines import Result, encode_result, iter_results
 from batchchat.output.lock import RunLock
 from batchchat.output.resume import load_resume_index
 from batchchat.output.writer import ResultWriter
+
+
+def keys(*ids: str) -> list[int]:
+    """What an `IdIndex` of `ids` holds: their 128-bit hashes, in order."""
+    return sorted(map(id_key, ids))
 
 
 def ok(custom_id: str) -> bytes:
@@ -52,7 +58,7 @@ def test_resume_index_and_torn_line_repair(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_bytes(ok("a") + bad("b") + ok("c") + bad("c") + ok("d")[:25])
     index = load_resume_index(out)
-    assert index.done == {"a", "c"} and index.failed == {"b"}
+    assert index.done.keys() == keys("a", "c") and index.failed.keys() == keys("b")
     assert index.repair and "torn" in index.repair
     assert out.read_bytes().endswith(b"\n") and len(out.read_bytes().splitlines()) == 4
 
@@ -61,7 +67,7 @@ def test_whole_last_line_without_newline_is_kept(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     out.write_bytes(ok("a") + ok("b").rstrip(b"\n"))
     index = load_resume_index(out)
-    assert index.done == {"a", "b"} and out.read_bytes().endswith(b"\n")
+    assert index.done.keys() == keys("a", "b") and out.read_bytes().endswith(b"\n")
 
 
 def test_an_id_that_is_not_utf8_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -132,6 +138,12 @@ def test_lock_is_exclusive_and_dies_with_its_process(tmp_path: Path) -> None:
         holder.kill()
         holder.wait(timeout=10)
     lock = RunLock(out)
-    lock.acquire()  # a lock left by a killed process does not block
-    assert os.path.exists(lock.path)
+    lock.acquire()  # a lock left by a killed process does not block ...
+    # ... and is held again: a second run is refused, naming this process (flock is per open file, so a second
+    # RunLock in this process meets it as another process would)
+    with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+        RunLock(out).acquire()
     lock.release()
+    again = RunLock(out)
+    again.acquire()  # released: free for the next run
+    again.release()

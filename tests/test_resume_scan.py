@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from array import array
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from batchchat.input import reader as jobs
 from batchchat.input.parse import InvalidLine, derived_id, parse_line
 from batchchat.input.plan import Plan, scan
 from batchchat.input.reader import iter_raw_lines
+from batchchat.output.ids import id_key
 from batchchat.output.lines import Result, encode_result
 from batchchat.output.resume import ResumeIndex, load_resume_index
 from batchchat.pacing.tokens import completion_cap, prompt_estimate
@@ -39,8 +41,18 @@ _REF_HEAD = re.compile(rb'\{"id":"[^"\\]*","custom_id":("(?:[^"\\]|\\.)*"),"erro
 _REF_LEADING_ID = re.compile(rb'\{\s*"custom_id"\s*:\s*"([^"\\]*)"')
 
 
-def reference_index(path: Path) -> ResumeIndex:
-    index = ResumeIndex()
+@dataclass
+class RefIndex:
+    """The reference reader's index: ids as str (the real one holds their 128-bit hashes)."""
+
+    done: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    lines: int = 0
+    repair: str | None = None
+
+
+def reference_index(path: Path) -> RefIndex:
+    index = RefIndex()
     if not path.exists():
         return index
     size = path.stat().st_size
@@ -79,7 +91,7 @@ def reference_index(path: Path) -> ResumeIndex:
     return index
 
 
-def _ref_index_line(index: ResumeIndex, path: Path, line_no: int, raw: bytes) -> None:
+def _ref_index_line(index: RefIndex, path: Path, line_no: int, raw: bytes) -> None:
     head = _REF_HEAD.match(raw)
     try:
         if head is not None:
@@ -96,7 +108,7 @@ def _ref_index_line(index: ResumeIndex, path: Path, line_no: int, raw: bytes) ->
     index.lines += 1
 
 
-def _ref_record(index: ResumeIndex, custom_id: str, ok: bool) -> None:
+def _ref_record(index: RefIndex, custom_id: str, ok: bool) -> None:
     if ok:
         index.done.add(custom_id)
         index.failed.discard(custom_id)
@@ -281,10 +293,16 @@ def plan_view(plan: Any) -> Any:
             plan.estimated_tokens, plan.retried_ids)
 
 
+def keys(ids: set[str]) -> list[int]:
+    return sorted(id_key(i) for i in ids if isinstance(i, str))  # no input line has another id
+
+
 def index_view(index: Any) -> Any:
-    if not isinstance(index, ResumeIndex):
-        return index
-    return index.done, index.failed, index.lines, index.repair
+    if isinstance(index, RefIndex):
+        return keys(index.done), keys(index.failed), index.lines, index.repair
+    if isinstance(index, ResumeIndex):
+        return index.done.keys(), index.failed.keys(), index.lines, index.repair
+    return index
 
 
 # -- the tests ------------------------------------------------------------------------------------------
@@ -319,9 +337,10 @@ def test_scan_matches_the_line_by_line_scan(tmp_path: Path, monkeypatch: pytest.
         failed = {i for i in [*ids, *extra] if rng.random() < 0.3} - done
         monkeypatch.setattr(jobs, "BLOCK_BYTES", rng.choice(BLOCK_SIZES))
         expected = plan_view(outcome(reference_scan, src, "in", settings, set(done), set(failed)))
-        given = set(done)
-        assert plan_view(outcome(scan, src, "in", settings, given, set(failed))) == expected, (data, done)
-        assert given == done  # the caller's set is left as it was
+        given = ResumeIndex.of(done, failed)
+        before = (given.done.keys(), given.failed.keys())
+        assert plan_view(outcome(scan, src, "in", settings, given)) == expected, (data, done)
+        assert (given.done.keys(), given.failed.keys()) == before  # the caller's index is left as it was
 
 
 def test_every_line_done_is_skipped_block_by_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -332,7 +351,7 @@ def test_every_line_done_is_skipped_block_by_block(tmp_path: Path, monkeypatch: 
     settings = build_settings({"input": str(src)}, environ={})
     parsed: list[int] = []
     monkeypatch.setattr("batchchat.input.plan.parse_line", lambda raw, line_no, defaults: parsed.append(line_no))
-    plan = scan(src, "in", settings, set(ids), set())
+    plan = scan(src, "in", settings, ResumeIndex.of(ids))
     assert (plan.skipped, plan.to_run, plan.last_line, parsed) == (500, 0, 0, [])
     assert all(plan.skip[1:501])
 
@@ -345,7 +364,7 @@ def test_a_done_id_twice_in_the_input_is_a_duplicate(tmp_path: Path, monkeypatch
     monkeypatch.setattr(jobs, "BLOCK_BYTES", 1024)
     settings = build_settings({"input": str(src)}, environ={})
     with pytest.raises(UsageError, match=r"in:301: custom_id: 'r3' is also on line 4"):
-        scan(src, "in", settings, {f"r{i}" for i in range(300)}, set())
+        scan(src, "in", settings, ResumeIndex.of(f"r{i}" for i in range(300)))
 
 
 def test_a_clean_output_is_read_block_by_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,5 +375,5 @@ def test_a_clean_output_is_read_block_by_block(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("batchchat.output.resume._index_line", lambda index, path, line_no, raw: parsed.append(raw))
     index = load_resume_index(out)
     assert parsed == [] and index.lines == 301 and index.repair is None
-    assert index.done == {f"r{i}" for i in range(300) if i % 3} | {"r0"}
-    assert index.failed == {f"r{i}" for i in range(3, 300, 3)}  # r0 failed, then succeeded: done
+    assert index.done.keys() == keys({f"r{i}" for i in range(300) if i % 3} | {"r0"})
+    assert index.failed.keys() == keys({f"r{i}" for i in range(3, 300, 3)})  # r0 failed, then succeeded: done

@@ -78,7 +78,7 @@ def _fail(error: BatchchatError) -> typer.Exit:
 @app.command()
 def run(
     input: Annotated[str, typer.Argument(help="JSONL file of requests, or - for standard input.")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Results JSONL; rerunning on the same output resumes. - streams the result lines to standard output (no resume there; the summary and logs go to standard error)." + _default("INPUT.results.jsonl beside the input"), rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Results JSONL (required when INPUT is -); rerunning on the same output resumes. - streams the result lines to standard output (no resume there; the summary and logs go to standard error)." + _default("INPUT.results.jsonl beside the input"), rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     base_url: Annotated[str | None, typer.Option(help='API base URL.' + _default('$OPENAI_BASE_URL, else https://api.openai.com/v1'), rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     api_key_env: Annotated[str | None, typer.Option(help='Environment variable that holds the API key.' + _default('OPENAI_API_KEY'), rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     azure_api_version: Annotated[str | None, typer.Option(help="Azure OpenAI: send the key as `api-key` and add ?api-version=VERSION.", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
@@ -101,6 +101,8 @@ def run(
     max_tokens: Annotated[int | None, typer.Option(help="max_tokens for lines that set none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
     temperature: Annotated[float | None, typer.Option(help="temperature for lines that set none.", rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
     endpoint: Annotated[str | None, typer.Option(help='Endpoint for bare bodies, e.g. /v1/responses.' + _default('inferred: messages/prompt -> chat, input -> embeddings'), rich_help_panel=_DEFAULTS)] = None,  # noqa: E501
+    limit: Annotated[int | None, typer.Option(help="A trial run: send only the first N lines with work to do; the others are left for a later run (the summary counts them). Exit 0 if those N all succeed.", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    resend_changed: Annotated[bool, typer.Option("--resend-changed", help="On resume, send again the lines whose request (endpoint and body after defaults) changed since they were answered; their old answers are replaced. Without it such a rerun is refused (exit 2).", rich_help_panel=_OUTPUT)] = False,  # noqa: E501
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file (exit 2) if any line is invalid, instead of writing an error line for it.", rich_help_panel=_OUTPUT)] = False,  # noqa: E501
     progress: Annotated[str | None, typer.Option(help='auto (a bar on a terminal, log lines otherwise), bar, log or off.' + _default('auto'), rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     log_interval: Annotated[float | None, typer.Option(help='Seconds between progress log lines when not on a terminal.' + _default('10'), rich_help_panel=_OUTPUT)] = None,  # noqa: E501
@@ -136,6 +138,7 @@ def run(
         "summary_json": summary_json, "handle_signals": True, "max_cost": max_cost, "prices": prices,
         "via": via, "batch_max_requests": batch_max_requests, "batch_max_bytes": batch_max_bytes,
         "poll_interval": poll_interval, "no_wait": no_wait or None, "fallback": fallback,
+        "limit": limit, "resend_changed": resend_changed or None,
     }
     with ExitStack() as stack:
         try:

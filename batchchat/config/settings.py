@@ -104,6 +104,8 @@ class RunSettings:
     adapt: str = "auto"  # auto: learn limits from headers, adapt concurrency without them; on; off
     burst_seconds: float = 0.5  # half of a one-second server window: room for arrival jitter
     handle_signals: bool = False
+    resend_changed: bool = False  # a done id whose request changed is sent again instead of refusing the run
+    limit: int | None = None  # a trial run: only the first N lines with work to do
     via: str = "online"  # or "batch": the provider's Batch API
     batch: BatchOptions = field(default_factory=BatchOptions)
     prices: Path | None = None  # a user price file (TOML/JSON) over the shipped table
@@ -113,14 +115,16 @@ class RunSettings:
         """Where results go."""
         if self.output is not None:
             return self.output
-        if self.input == "-":
-            return Path("stdin.results.jsonl")
+        if self.input == "-":  # two jobs read from stdin must not share (and resume from) one default file
+            raise UsageError("reading standard input (-) needs an output: give -o OUTPUT")
         path = Path(self.input)
         stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
         return path.with_name(stem + ".results.jsonl")
 
     def check(self) -> None:
         """Raise `UsageError` for values no run can work with."""
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be at least 1, got {self.limit}")
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1, got {self.concurrency}")
         for name, value in (("--rpm", self.rpm), ("--tpm", self.tpm)):

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,11 @@ import orjson
 
 from batchchat.config.settings import RunSettings
 from batchchat.errors import UsageError
-from batchchat.input.parse import InvalidLine, derived_id, parse_line
+from batchchat.input.parse import InvalidLine, Job, derived_id, parse_line
 from batchchat.input.reader import LEADING_ID, block_lines, iter_blocks, iter_raw_lines, leading_ids
+from batchchat.output.ids import IdIndex
+from batchchat.output.lines import request_fingerprint
+from batchchat.output.resume import ResumeIndex
 from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
 _SKIP = 1
@@ -40,7 +44,9 @@ class Plan:
     valid: int = 0
     skipped: int = 0
     estimated_tokens: int = 0
-    retried_ids: set[str] = field(default_factory=set)
+    retried_ids: set[str] = field(default_factory=set)  # ids whose earlier lines compaction supersedes
+    changed: int = 0  # done ids whose request has changed since (sent again with --resend-changed)
+    left: int = 0  # lines with work to do beyond --limit, left for a later run
     notes: list[str] = field(default_factory=list)
 
 
@@ -65,45 +71,81 @@ def open_input(spec: str, stack: ExitStack) -> tuple[Path, str]:
     return path, spec
 
 
-def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed: set[str]) -> Plan:
+def scan(path: Path, display: str, settings: RunSettings,
+         done: ResumeIndex | IdIndex | Iterable[str] | None = None, failed: IdIndex | Iterable[str] | None = None,
+         *, resend_changed: bool = False, limit: int | None = None) -> Plan:
     """Read the whole input once: validate every line, find duplicate ids, mark lines already done.
 
-    The input is read a block of lines at a time; a block whose every line starts with a custom_id already
-    done is skipped whole, without a look at each line.
+    A line whose id the output holds done is skipped, unless its request (endpoint and body after defaults) no
+    longer has the fingerprint recorded with the answer: such a changed line refuses the run (`UsageError`
+    naming how many changed and what to do), or with `resend_changed` is sent again, its old line superseded
+    by compaction. An answer recorded without a fingerprint (older outputs) counts as matching. `done` is a
+    `ResumeIndex`, or the done ids (`IdIndex` or str) with `failed` beside. With `limit`,
+    only the first `limit` lines with work to do are planned; `Plan.left` counts the others.
+
+    The input is read a block of lines at a time; a block whose every line starts with a custom_id done without
+    a fingerprint is skipped whole, without parsing a line.
     """
     from array import array
     from itertools import pairwise
 
+    done, failed = _ids_index(done, failed)
     plan = Plan(path, display, bytearray())
     # Lines with work to do keep the hash of their id, 8 bytes each, instead of a dict of str ids (~130 MB
-    # for a million); ids that share a hash are checked exactly by a second pass, which also words the
-    # errors. A done id is met at most once: `unmet` holds those not met yet, so a second meeting is a repeat.
-    hashes = array("q")
-    unmet = set(done)
+    # for a million), in 256 buckets; ids that share a hash are checked exactly by a second pass, which also words the
+    # errors. A done id is met at most once: `met` flags those met, so a second meeting is a repeat.
+    hashes = [array("q") for _ in range(256)]  # by the hash's low byte: sorted a bucket at a time, not whole
+    met = bytearray(len(done))
     repeated: set[int] = set()
+    changed: list[tuple[int, str]] = []
     lines = 0
     first = 1  # the number of the block's first line
     for block in iter_blocks(path):
-        skipped = _skip_block(plan, first, block, unmet) if unmet else 0
+        skipped = _skip_block(plan, first, block, done, met) if len(done) else 0
         if skipped:
             lines += skipped
             first += skipped
             continue
         for line_no, raw in block_lines(first, block):
             lines += 1
-            custom_id = _done_id(raw, line_no, done) if done else None
-            if custom_id is None:
-                item = parse_line(raw, line_no, settings.defaults)
-                custom_id = item.custom_id
-            if custom_id in done:
-                if custom_id in unmet:
-                    unmet.remove(custom_id)
-                else:
+            item: Job | InvalidLine | None = None
+            resent = False
+            position = -1
+            recorded = 0
+            if len(done):
+                custom_id = _line_id(raw, line_no)  # found without validating the line
+                found = done.lookup(custom_id) if custom_id is not None else None
+                if found is None:
+                    item = parse_line(raw, line_no, settings.defaults)
+                    if item.custom_id != custom_id:  # an id only parsing finds (an invalid line's derived one)
+                        custom_id = item.custom_id
+                        found = done.lookup(custom_id)
+                if found is not None:
+                    position, recorded = found
+            if position >= 0:
+                if recorded and item is None:
+                    item = parse_line(raw, line_no, settings.defaults)
+                if met[position]:
                     repeated.add(hash(custom_id))
-                _mark_skipped(plan, line_no, 1)
+                met[position] = 1
+                if not recorded or _fingerprint(item) == recorded:
+                    _mark_skipped(plan, line_no, 1)
+                    continue
+                plan.changed += 1
+                if len(changed) < 3:
+                    changed.append((line_no, custom_id))
+                if not resend_changed:
+                    continue
+                resent = True
+            if item is None:
+                item = parse_line(raw, line_no, settings.defaults)
+            custom_id = item.custom_id
+            key = hash(custom_id)
+            hashes[key & 255].append(key)
+            if limit is not None and plan.to_run >= limit:
+                plan.left += 1
                 continue
-            hashes.append(hash(custom_id))
-            if custom_id in failed:
+            if resent or custom_id in failed:  # its earlier line is superseded once the new one is written
                 plan.retried_ids.add(custom_id)
             plan.to_run += 1
             plan.last_line = line_no
@@ -115,31 +157,65 @@ def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed
                 plan.valid += 1
                 plan.estimated_tokens += prompt_estimate(item) + completion_cap(item)
         first += block.count(b"\n")
-    del unmet
-    ordered = sorted(hashes)
+    del met
+    shared = repeated
+    for k, bucket in enumerate(hashes):  # a million hashes sorted whole were a list of 40 MB
+        hashes[k] = array("q")
+        shared.update(a for a, b in pairwise(sorted(bucket)) if a == b)
     del hashes
-    shared = {a for a, b in pairwise(ordered) if a == b} | repeated
-    del ordered
     duplicates = _duplicate_ids(path, display, settings, shared) if shared else []
     if duplicates:
         more = f"\n(and {len(duplicates) - 10} more)" if len(duplicates) > 10 else ""
         raise UsageError("custom_id must be unique within a file:\n" + "\n".join(duplicates[:10]) + more)
     if not lines:
         raise UsageError(f"{display}: no requests (the file is empty or has only blank lines)")
+    if plan.changed and not resend_changed:
+        raise UsageError(_changed_message(display, settings, plan.changed, changed))
     return plan
 
 
-def _skip_block(plan: Plan, first: int, block: bytes, unmet: set[str]) -> int:
-    """Skip a whole block at once if every line starts with a plain custom_id, done and not met before: the
-    number of lines skipped, or 0 (nothing changed)."""
+def _ids_index(done: ResumeIndex | IdIndex | Iterable[str] | None,
+               failed: IdIndex | Iterable[str] | None) -> tuple[IdIndex, IdIndex]:
+    """What is done and failed, as `scan` takes it: a `ResumeIndex`, or the two (indexes, or ids as str)."""
+    if isinstance(done, ResumeIndex):
+        return done.done, done.failed
+    if not isinstance(done, IdIndex):
+        done = IdIndex.of(done or ())
+    if not isinstance(failed, IdIndex):
+        failed = IdIndex.of(failed or ())
+    return done, failed
+
+
+def _changed_message(display: str, settings: RunSettings, count: int, first: list[tuple[int, str]]) -> str:
+    examples = ", ".join(f"line {line_no} ({custom_id!r})" for line_no, custom_id in first)
+    more = f" and {count - len(first):,} more" if count > len(first) else ""
+    output = settings.output if settings.output is not None else "the output"
+    return (f"{display}: {count:,} requests already answered in {output} have changed since (their "
+            f"endpoint or body differs from the one answered): {examples}{more}; nothing was sent.\n"
+            "To send the changed ones again, rerun with --resend-changed (their old answers are replaced); "
+            "to keep the old answers apart, write to a new output with -o.")
+
+
+def _fingerprint(item: Job | InvalidLine | None) -> int:
+    """The fingerprint of a parsed line as a number (0 for a line that is no longer a valid request)."""
+    if not isinstance(item, Job):
+        return 0
+    return int(request_fingerprint(item.url, item.body), 16)
+
+
+def _skip_block(plan: Plan, first: int, block: bytes, done: IdIndex, met: bytearray) -> int:
+    """Skip a whole block at once if every line starts with a plain custom_id, done without a fingerprint and not
+    met before: the number of lines skipped, or 0 (nothing changed)."""
     ids = leading_ids(block) if block.endswith(b"\n") else None
-    if not ids or not unmet.issuperset(ids):
+    if not ids:
         return 0
-    before = len(unmet)
-    unmet.difference_update(ids)
-    if before - len(unmet) != len(ids):  # an id repeats within the block: line by line finds which
-        unmet.update(ids)
+    positions = done.positions_unmarked(map(str.encode, ids))
+    if positions is None or any(map(met.__getitem__, positions)):
         return 0
+    if len(set(positions)) != len(positions):  # an id repeats within the block: line by line finds which
+        return 0
+    for position in positions:
+        met[position] = 1
     _mark_skipped(plan, first, len(ids))
     return len(ids)
 
@@ -153,12 +229,11 @@ def _mark_skipped(plan: Plan, line_no: int, count: int) -> None:
     plan.skipped += count
 
 
-def _done_id(raw: bytes, line_no: int, done: set[str]) -> str | None:
-    """The line's custom_id if the output already holds it done: found without validating the line."""
+def _line_id(raw: bytes, line_no: int) -> str | None:
+    """The line's custom_id, found without validating the line (None: no usable id)."""
     first = LEADING_ID.match(raw)  # Batch API files put custom_id first: no need to parse the line
     if first is not None:
-        custom_id = first.group(1).decode("utf-8", "replace")
-        return custom_id if custom_id in done else None
+        return first.group(1).decode("utf-8", "replace")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -166,7 +241,7 @@ def _done_id(raw: bytes, line_no: int, done: set[str]) -> str | None:
     if not isinstance(data, dict):
         return None
     custom_id = data.get("custom_id", derived_id(line_no))
-    return custom_id if isinstance(custom_id, str) and custom_id in done else None
+    return custom_id if isinstance(custom_id, str) else None
 
 
 def _duplicate_ids(path: Path, display: str, settings: RunSettings, shared: set[int]) -> list[str]:

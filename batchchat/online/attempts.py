@@ -15,7 +15,7 @@ from batchchat.http.sender import Sender
 from batchchat.input.parse import Job
 from batchchat.online.stop import StopControl
 from batchchat.online.write_stage import hand_over
-from batchchat.output.lines import Result
+from batchchat.output.lines import Result, request_fingerprint
 from batchchat.pacing.pacer import Pacer
 from batchchat.report.counters import Counters
 
@@ -90,7 +90,7 @@ class Requester:
                 self._counters.estimated_prompt_actual += real_prompt
             return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
                           attempts=attempts, latency=latency, usage=usage if isinstance(usage, dict) else None,
-                          metadata=job.metadata,
+                          metadata=job.metadata, fingerprint=request_fingerprint(job.url, job.body),
                           cost_usd=self._spending.line_cost(job, usage) if self._spending is not None else None)
         assert not isinstance(outcome, Fatal)
         message = outcome.message

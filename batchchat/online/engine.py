@@ -8,6 +8,7 @@ id, freeze the summary). It raises only `BatchchatError`s.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -99,10 +100,11 @@ class Engine:
                 progress.close()
                 if self._spending is not None:
                     self._spending.close()
-            writer.close()
+            with anyio.CancelScope(shield=True):  # its last fsync, off the event loop too
+                await anyio.to_thread.run_sync(writer.close)
             if plan.retried_ids and self._control.exit_code != ExitCode.OUTPUT:
-                with anyio.CancelScope(shield=True):  # an interrupt must not leave a half-made compaction
-                    await anyio.to_thread.run_sync(compact, output, plan.retried_ids)
+                await compact_off_the_loop(output, plan.retried_ids, self._control, self._echo,
+                                           self.settings.handle_signals)
             summary = self._summary(plan.display, output)
             if status is not None:
                 status.write("finished" if summary.exit_code in (0, 1) else "stopped", summary.exit_code)
@@ -115,16 +117,23 @@ class Engine:
         if self.settings.endpoint.api_key is None:
             self._echo(no_key_warning(self.settings))
         index = open_output(output, None if self.settings.input == "-" else path, stack, self._echo)
-        plan = scan(path, display, self.settings, index.done, index.failed)
+        plan = scan(path, display, self.settings, index, resend_changed=self.settings.resend_changed,
+                    limit=self.settings.limit)
+        del index  # the plan holds what it needs
         check_plan(plan, self.settings.strict, self._echo)
         if self.settings.max_cost is not None:
             check_priced(plan, self.settings, self._spending.table)
         self._url = first_url(path, self.settings)
         self.counters.total = plan.to_run
         self.counters.skipped = plan.skipped
+        self.counters.left = plan.left
         if plan.skipped:
             self._echo(f"batchchat: resuming: {plan.skipped:,} requests already done in {output}, "
                        f"{plan.to_run:,} to go")
+        if plan.changed:
+            self._echo(f"batchchat: {plan.changed:,} requests changed since they were answered: sending them again")
+        if plan.left:
+            self._echo(f"batchchat: --limit {self.settings.limit:,}: {plan.left:,} more lines left for a later run")
         return plan
 
     def _summary(self, display: str, output: Path) -> Summary:
@@ -232,7 +241,8 @@ def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: C
 
 def check_plan(plan: Plan, strict: bool, echo: Callable[[str], None]) -> None:
     """Refuse a plan with invalid lines under `--strict` or with no valid line at all; else say what is bad."""
-    if plan.invalid_count and (strict or plan.valid == 0):
+    # lines already done count as valid: a rerun must not turn "some lines invalid" (exit 1) into exit 2
+    if plan.invalid_count and (strict or plan.valid + plan.skipped == 0):
         why = "--strict is set" if strict else "no line is valid"
         raise UsageError(f"{plan.invalid_count:,} invalid lines ({why}); nothing was sent:\n" + describe_invalid(plan))
     if plan.invalid_count:
@@ -246,3 +256,27 @@ def write_summary_json(summary: Summary, path: Path, echo: Callable[[str], None]
         path.write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
     except OSError as exc:
         echo(f"batchchat: cannot write summary {path}: {exc.strerror}")
+
+
+async def compact_off_the_loop(output: Path, retried: set[str], control: StopControl, echo: Callable[[str], None],
+                               handle_signals: bool) -> None:
+    """Compact the output in a worker thread; an interrupt meanwhile waits for it (the summary follows), and an
+    OSError stops the run with exit 4 (the output left whole, as it was)."""
+    control.task_group = control.dispatch_scope = control.workers_scope = None  # the run's scopes are gone
+    try:
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                tg.start_soon(_signals_while_compacting, echo)
+            with anyio.CancelScope(shield=True):  # an interrupt must not leave a half-made compaction
+                await anyio.to_thread.run_sync(compact, output, retried)
+            tg.cancel_scope.cancel()
+    except* OutputWriteError as group:
+        control.output_failed(str(group.exceptions[0]))
+        echo(f"batchchat: error: {group.exceptions[0]}")
+
+
+async def _signals_while_compacting(echo: Callable[[str], None]) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            echo(f"batchchat: {signal.Signals(signum).name}: every answer is written; the output is being "
+                 "compacted to one line per id and stops in a moment")

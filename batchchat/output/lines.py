@@ -4,6 +4,7 @@ and reading an output back."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,20 @@ class Result:
     metadata: Any = None
     cost_usd: float | None = None  # the answer's cost at the run's prices (None: no usage, or price unknown)
     holds_slot: bool = False  # a concurrency slot is freed once this result is written
+    fingerprint: str | None = None  # of the request answered (see `request_fingerprint`)
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.ok = self.error_code is None
+
+
+def request_fingerprint(url: str, body: dict[str, Any]) -> str:
+    """A short hash (16 hex digits) of a request as sent: its endpoint and its body after defaults are applied.
+
+    Written in each result line, so that a resume can tell a done id whose request has since changed.
+    """
+    canonical = url.encode() + b"\n" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=8).hexdigest()
 
 
 def _embed_body(raw: bytes, ok: bool) -> Any:
@@ -57,11 +68,15 @@ def encode_result(result: Result, line_id: str) -> bytes:
             "body": _embed_body(result.raw_body, result.ok) if result.raw_body is not None else None,
         }
     error = None if result.ok else {"code": result.error_code, "message": result.error_message}
-    # custom_id and error come first, so that a resume reads them without parsing the whole line
+    # custom_id, error and fingerprint come first, so that a resume reads them without parsing the whole line
     line: dict[str, Any] = {
         "id": line_id,
         "custom_id": result.custom_id,
         "error": error,
+    }
+    if result.fingerprint is not None:  # after the head, which a resume reads by a regular expression
+        line["fingerprint"] = result.fingerprint
+    line |= {
         "response": response,
         "usage": result.usage,
         "cost_usd": result.cost_usd,

@@ -1,9 +1,10 @@
-"""The resume index: what an existing output already holds (ids done, ids that failed), with a torn last line
-left by a crash repaired."""
+"""The resume index: what an existing output already holds (ids done and the fingerprint of the request each
+answered, ids that failed), with a torn last line left by a crash repaired."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,35 +12,71 @@ import orjson
 
 from batchchat.errors import UsageError
 from batchchat.input.reader import iter_blocks
+from batchchat.output.ids import IdIndex, IdIndexBuilder
 
-# The start of a line as encode_result writes it: the custom_id, and whether the error is null.
-_HEAD = re.compile(rb'\{"id":"[^"\\]*","custom_id":("(?:[^"\\]|\\.)*"),"error":(null|\{)')
-# The same for a plain id (no escapes), matched against every line of a block whole: one item per line,
-# the id (and whether the error is null) or empty for a line of another shape.
+# The start of a line as encode_result writes it: the custom_id, whether the error is null, and the fingerprint
+# of the request (lines written before fingerprints existed have none).
+_FINGERPRINT = rb'(?:,"fingerprint":"([0-9a-f]{16})")?'
+_HEAD = re.compile(rb'\{"id":"[^"\\]*","custom_id":("(?:[^"\\]|\\.)*"),"error":(null|\{)' + _FINGERPRINT)
+# The same for a plain id (no escapes), matched against every line of a block whole: one item per line, the id,
+# whether the error is null and the fingerprint, or all empty for a line of another shape.
 _PLAIN = rb'\{"id":"[^"\\\n]*","custom_id":"([^"\\\n]*)","error":'
-_OK_PER_LINE = re.compile(_PLAIN + rb"null[^\n]*\n|[^\n]*\n")
-_HEAD_PER_LINE = re.compile(_PLAIN + rb"(null|\{)[^\n]*\n|[^\n]*\n")
+_HEAD_PER_LINE = re.compile(_PLAIN + rb"(null|\{)" + _FINGERPRINT + rb"[^\n]*\n|[^\n]*\n")
 
 
 @dataclass(slots=True)
 class ResumeIndex:
-    """What an existing output already holds: ids done, ids that failed, and any repair made."""
+    """What an existing output already holds: ids done (with the fingerprint of the request each answered), ids
+    that failed and never succeeded, and any repair made. Ids are held as 128-bit hashes (see `output.ids`)."""
 
-    done: set[str] = field(default_factory=set)
-    failed: set[str] = field(default_factory=set)
+    done: IdIndex = field(default_factory=IdIndex)
+    failed: IdIndex = field(default_factory=IdIndex)
     lines: int = 0
     repair: str | None = None
 
+    @classmethod
+    def of(cls, done: Iterable[str] = (), failed: Iterable[str] = (),
+           fingerprints: dict[str, str] | None = None) -> ResumeIndex:
+        """An index from ids given (tests, small sets); `fingerprints` maps ids to their 16 hex digits."""
+        numbers = {k: int(v, 16) for k, v in (fingerprints or {}).items()}
+        done = list(done)
+        return cls(IdIndex.of(done, numbers), IdIndex.of(set(failed) - set(done)))
+
+
+class _Reading:
+    """The ids met while reading an output, in file order, until `finish` builds the index."""
+
+    def __init__(self) -> None:
+        self.done = IdIndexBuilder()
+        self.failed = IdIndexBuilder()
+        self.lines = 0
+
+    def record(self, custom_id: str, ok: bool, fingerprint: bytes | str | None) -> None:
+        if not isinstance(custom_id, str):  # no input line can have it: nothing to skip or retry
+            return
+        if ok:
+            self.done.add(custom_id, int(fingerprint, 16) if fingerprint else 0)
+        else:
+            self.failed.add(custom_id)
+
+    def finish(self, repair: str | None) -> ResumeIndex:
+        done = self.done.build()
+        self.done = IdIndexBuilder()
+        failed = self.failed.build().without(done)  # an id that failed once and succeeded later is done
+        return ResumeIndex(done, failed, self.lines, repair)
+
 
 def load_resume_index(path: Path) -> ResumeIndex:
-    """Read an existing output: which ids succeeded or failed. Repairs a torn last line left by a crash.
+    """Read an existing output: which ids succeeded (and for which request) or failed. Repairs a torn last line
+    left by a crash.
 
     Lines in batchchat's own key order are read by their head alone, a block of lines at a time; any other
     line is parsed whole, and a complete line that is not a result refuses the output.
     """
-    index = ResumeIndex()
     if not path.exists():
-        return index
+        return ResumeIndex()
+    reading = _Reading()
+    repair = None
     size = path.stat().st_size
     good_end = 0
     line_no = 0
@@ -48,80 +85,78 @@ def load_resume_index(path: Path) -> ResumeIndex:
         if not block.endswith(b"\n"):  # the last line has no newline: whole JSON (keep it) or torn (cut it)
             tail = block
             break
-        lines = _index_block(index, block)
+        lines = _index_block(reading, block)
         if lines:
             line_no += lines
         else:
             for raw in block.splitlines(keepends=True):
                 line_no += 1
-                _index_line(index, path, line_no, raw)
+                _index_line(reading, path, line_no, raw)
         good_end += len(block)
     if tail:
         try:
             parsed = orjson.loads(tail)
-            _record(index, parsed["custom_id"], parsed["error"] is None)
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            reading.record(parsed["custom_id"], parsed["error"] is None, _fingerprint_of(parsed))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             pass
         else:
-            index.lines += 1
+            reading.lines += 1
             good_end += len(tail)
-            index.repair = f"{path}: added the missing newline after the last line"
-    index.failed -= index.done  # an id that failed once and succeeded later is done
-    if index.repair and good_end == size:
+            repair = f"{path}: added the missing newline after the last line"
+    if repair and good_end == size:
         _append_newline(path)
     elif good_end < size:
         with path.open("r+b") as handle:
             handle.truncate(good_end)
-        index.repair = f"{path}: removed a torn last line ({size - good_end} bytes) left by an interrupted run"
-    return index
+        repair = f"{path}: removed a torn last line ({size - good_end} bytes) left by an interrupted run"
+    return reading.finish(repair)
 
 
-def _index_block(index: ResumeIndex, block: bytes) -> int:
+def _index_block(reading: _Reading, block: bytes) -> int:
     """Index a block of whole lines in one go if every line starts with a plain head: the number of lines it
-    holds, or 0 (the block left untouched, for the line by line path)."""
+    holds, or 0 (nothing recorded, for the line by line path)."""
     if b"\r" in block:  # a line break of its own to splitlines: the line by line path counts lines as before
         return 0
-    ok = _OK_PER_LINE.findall(block)
-    failed: list[bytes] = []
-    if b"" in ok:  # a line that failed, has another shape, an escaped id or an empty one
-        heads = _HEAD_PER_LINE.findall(block)
-        if any(not kind for _, kind in heads):
-            return 0
-        ok = [custom_id for custom_id, kind in heads if kind == b"null"]
-        failed = [custom_id for custom_id, kind in heads if kind == b"{"]
-    try:
-        done_ids, failed_ids = list(map(bytes.decode, ok)), list(map(bytes.decode, failed))
+    heads = _HEAD_PER_LINE.findall(block)
+    if any(not kind for _, kind, _ in heads):  # a line of another shape or an escaped id
+        return 0
+    try:  # every id valid UTF-8 (a newline cannot complete another id's character)
+        b"\n".join(custom_id for custom_id, _, _ in heads).decode()
     except UnicodeDecodeError:
         return 0
-    index.done.update(done_ids)
-    index.failed.update(failed_ids)
-    index.lines += len(ok) + len(failed)
-    return len(ok) + len(failed)
+    reading.done.add_encoded([custom_id for custom_id, kind, _ in heads if kind == b"null"],
+                             [int(fingerprint, 16) if fingerprint else 0
+                              for _, kind, fingerprint in heads if kind == b"null"])
+    reading.failed.add_encoded([custom_id for custom_id, kind, _ in heads if kind != b"null"])
+    reading.lines += len(heads)
+    return len(heads)
 
 
-def _index_line(index: ResumeIndex, path: Path, line_no: int, raw: bytes) -> None:
+def _index_line(reading: _Reading, path: Path, line_no: int, raw: bytes) -> None:
     head = _HEAD.match(raw)
     try:
         if head is not None:  # our own key order: the head says it all
             literal = head.group(1)
             custom_id = orjson.loads(literal) if b"\\" in literal else literal[1:-1].decode()
-            _record(index, custom_id, head.group(2) == b"null")
+            reading.record(custom_id, head.group(2) == b"null", head.group(3))
         else:
             parsed = orjson.loads(raw)
-            _record(index, parsed["custom_id"], parsed["error"] is None)
-    except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            reading.record(parsed["custom_id"], parsed["error"] is None, _fingerprint_of(parsed))
+    except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, ValueError):
         raise UsageError(
             f"{path}:{line_no}: not a batchchat result line; refusing to append to this output (choose another -o)"
         ) from None
-    index.lines += 1
+    reading.lines += 1
 
 
-def _record(index: ResumeIndex, custom_id: str, ok: bool) -> None:
-    if ok:
-        index.done.add(custom_id)
-        index.failed.discard(custom_id)
-    elif custom_id not in index.done:
-        index.failed.add(custom_id)
+def _fingerprint_of(parsed: dict) -> str | None:
+    fingerprint = parsed.get("fingerprint")
+    if fingerprint is None:
+        return None
+    if not isinstance(fingerprint, str) or len(fingerprint) != 16:
+        raise ValueError("not a fingerprint")
+    int(fingerprint, 16)
+    return fingerprint
 
 
 def _append_newline(path: Path) -> None:

@@ -51,6 +51,7 @@ class Counters:
 
     total: int = 0  # requests this run must finish (valid and invalid lines not already done)
     skipped: int = 0  # already done in the output: not sent again
+    left: int = 0  # lines with work to do beyond --limit: left for a later run
     succeeded: int = 0
     failed: int = 0
     attempts: int = 0

@@ -35,6 +35,7 @@ class Summary:
     errors_by_code: dict[str, int]
     exit_code: int
     stopped: str | None = None
+    left_for_later: int = 0  # lines beyond --limit
     cost: dict[str, Any] | None = None  # money.guard.Spending.to_dict(): cost by model, the cap
     endpoint: str = ""  # the URL the requests went to (the first of each endpoint the job used)
 
@@ -74,6 +75,7 @@ class Summary:
             errors_by_code=dict(counters.errors.most_common()),
             exit_code=exit_code,
             stopped=stopped,
+            left_for_later=counters.left,
             endpoint=endpoint,
         )
 
@@ -88,7 +90,8 @@ class Summary:
             *([f"  endpoint   {self.endpoint}"] if self.endpoint else []),
             f"  requests   {self.total:,} this run: {self.succeeded:,} succeeded, {self.failed:,} failed"
             + (f", {self.not_finished:,} not finished" if self.not_finished else "")
-            + (f" ({self.skipped_already_done:,} already done, skipped)" if self.skipped_already_done else ""),
+            + (f" ({self.skipped_already_done:,} already done, skipped)" if self.skipped_already_done else "")
+            + (f"; {self.left_for_later:,} left for a later run (--limit)" if self.left_for_later else ""),
             f"  tokens     {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion",
             f"  time       {self.wall_seconds:,.2f} s, {self.requests_per_second:,.1f} requests/s, "
             f"{self.tokens_per_minute:,.0f} tokens/min",
