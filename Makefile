@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench bench-quick clean
+.PHONY: install run test test-slow lint bench bench-quick clean redis-server
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,redis]'
 	touch $(STAMP)
 
 # The demo: jobs/demo.jsonl against the built-in simulator; prints the summary and the first result lines.
@@ -24,10 +24,10 @@ run: install
 lint: install
 	$(BIN)/ruff check batchchat tests benchmarks
 
-test: lint
+test: lint redis-server
 	$(BIN)/python -m pytest -q
 
-test-slow: install
+test-slow: install redis-server
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install
@@ -37,6 +37,23 @@ bench: install
 bench-quick: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run_all --quick
+
+# The shared-budget tests start their own redis-server on a free loopback port; this only makes sure the binary
+# is there (installed with apt-get when missing and we are root; no system service is started or needed).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "redis-server not found: installing the Debian package redis-server (the tests start their own)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null \
+	      || { echo "error: apt-get could not install redis-server; install it by hand and rerun" >&2; exit 1; }; \
+	  else \
+	    echo "error: redis-server is needed by the tests and is not on PATH." >&2; \
+	    echo "  Install it as root (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)," >&2; \
+	    echo "  or put a redis-server binary on PATH, then rerun. The tests start their own; no service is needed." >&2; \
+	    exit 1; \
+	  fi; \
+	}
+	@command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server still not on PATH" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache jobs/*.results.jsonl

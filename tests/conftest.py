@@ -7,6 +7,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from redis_server import RedisServer
 
 from batchchat.simulator import Simulator, SimulatorConfig
 
@@ -28,3 +29,22 @@ def sim(simulator: Callable[..., Simulator]) -> Simulator:
     return simulator()
 
 
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port for the whole session (`restart()` keeps the port)."""
+    try:
+        server = RedisServer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied and running, as `redis://127.0.0.1:PORT/0`."""
+    redis_server.start()
+    redis_server.flush()
+    return redis_server.url
