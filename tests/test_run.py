@@ -21,16 +21,17 @@ from batchchat.simulator import Simulator
 async def test_every_line_shape_and_endpoint(tmp_path: Path, sim: Simulator) -> None:
     lines = [
         {"custom_id": "batch", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}},
-        {"custom_id": "bare", "model": "m", "messages": [{"role": "user", "content": "hi"}],
+         "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}},
+        {"custom_id": "bare", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
          "metadata": {"row": 7}},
         {"prompt": "short form", "metadata": "tag"},
-        {"custom_id": "emb", "url": "/v1/embeddings", "body": {"model": "e", "input": ["a", "b"]}},
-        {"custom_id": "cmp", "url": "/v1/completions", "body": {"model": "m", "prompt": "once upon"}},
-        {"custom_id": "rsp", "url": "/v1/responses", "body": {"model": "m", "input": "hello"}},
+        {"custom_id": "emb", "url": "/v1/embeddings", "body": {"model": "text-embedding-3-small", "input": ["a", "b"]}},
+        {"custom_id": "cmp", "url": "/v1/completions",
+         "body": {"model": "gpt-3.5-turbo-instruct", "prompt": "once upon"}},
+        {"custom_id": "rsp", "url": "/v1/responses", "body": {"model": "gpt-4o-mini", "input": "hello"}},
     ]
     src = write_jobs(tmp_path / "in.jsonl", lines)
-    summary = await batchchat.arun(src, **run_options(sim, model="m", max_tokens=8))
+    summary = await batchchat.arun(src, **run_options(sim, model="gpt-4o-mini", max_tokens=8))
     assert summary.exit_code == 0 and summary.succeeded == 6 and summary.failed == 0
     out = {line["custom_id"]: line for line in read_output(tmp_path / "in.results.jsonl")}
     assert set(out) == {"batch", "bare", "line-3", "emb", "cmp", "rsp"}
@@ -174,7 +175,7 @@ async def test_token_budget_binds_when_tokens_are_scarce(
 
 
 async def test_a_request_larger_than_the_budget_is_an_error_line(tmp_path: Path, sim: Simulator) -> None:
-    lines = [*chat_lines(2), {"custom_id": "huge", "model": "m", "max_tokens": 5000,
+    lines = [*chat_lines(2), {"custom_id": "huge", "model": "gpt-4o-mini", "max_tokens": 5000,
                               "messages": [{"role": "user", "content": "x"}]}]
     src = write_jobs(tmp_path / "in.jsonl", lines)
     summary = await batchchat.arun(src, **run_options(sim, tpm=1000))
@@ -184,7 +185,7 @@ async def test_a_request_larger_than_the_budget_is_an_error_line(tmp_path: Path,
 
 
 async def test_invalid_lines_get_error_lines_and_the_run_goes_on(tmp_path: Path, sim: Simulator) -> None:
-    src = write_jobs(tmp_path / "in.jsonl", [*chat_lines(2), "{oops", {"custom_id": "nomsg", "model": "m"}])
+    src = write_jobs(tmp_path / "in.jsonl", [*chat_lines(2), "{oops", {"custom_id": "nomsg", "model": "gpt-4o-mini"}])
     summary = await batchchat.arun(src, **run_options(sim))
     assert (summary.succeeded, summary.failed, summary.exit_code) == (2, 2, 1)
     errors = {x["custom_id"]: x["error"] for x in read_output(tmp_path / "in.results.jsonl") if x["error"]}

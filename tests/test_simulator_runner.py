@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 
 from batchchat.cli import app
 from batchchat.simulator import Simulator, SimulatorConfig
-from batchchat.simulator.command import parse_faults
+from batchchat.simulator.command import parse_faults, parse_model_limits
 from batchchat.simulator.runner import config_to_args
 from batchchat.simulator.server import SimulatorApp
 
-BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_in_thread_start_stop() -> None:
@@ -45,6 +45,12 @@ def test_config_round_trips_through_flags() -> None:
         tpm=200_000,
         limit_window=0.5,
         rate_limit_headers=False,
+        model_limits={"gpt-4o": (100, None), "o3": (None, 5000), "gpt-5": (7, 9000)},
+        limit_kind="minute",
+        retry_after_style="litellm",
+        request_id_header="x-litellm-call-id",
+        models=("gpt-4o-mini", "my-model"),
+        workers=3,
         api_key="K",
         seed=3,
         latency_ms=200,
@@ -68,16 +74,39 @@ def test_config_round_trips_through_flags() -> None:
         runner.serve_forever = original
     assert result.exit_code == 0, result.output
     assert captured == [cfg]
+    plain = SimulatorConfig()
+    assert "--models" not in config_to_args(plain) and "--workers" not in config_to_args(plain)
+    captured.clear()
+    runner.serve_forever = lambda config, announce=True: captured.append(config)
+    try:
+        result = CliRunner().invoke(app, ["serve", *config_to_args(plain)])
+    finally:
+        runner.serve_forever = original
+    assert result.exit_code == 0, result.output
+    assert captured == [plain]
 
 
 def test_serve_help_and_bad_fault() -> None:
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
     assert result.exit_code == 0
-    for flag in ("--rpm", "--tpm", "--limit-window", "--no-rate-limit-headers", "--fault", "--overload-at"):
+    flags = ("--rpm", "--tpm", "--limit-window", "--no-rate-limit-headers", "--fault", "--overload-at", "--model-limit",
+             "--limit-kind", "--retry-after-style", "--request-id-header", "--models", "--workers")
+    for flag in flags:
         assert flag in result.output
     result = CliRunner().invoke(app, ["serve", "--fault", "nope=0.5"])
     assert result.exit_code == 2
     assert parse_faults(["500=0.05", "drop=0.01"]) == {"500": 0.05, "drop": 0.01}
+    assert parse_model_limits(["gpt-4o=500,30000", "o3=,20000", "ft:gpt-4o:x=7,", "gpt-5=9"]) == {
+        "gpt-4o": (500, 30000),
+        "o3": (None, 20000),
+        "ft:gpt-4o:x": (7, None),
+        "gpt-5": (9, None),
+    }
+    for bad in (["--model-limit", "gpt-4o"], ["--model-limit", "=1,2"], ["--model-limit", "m=a,b"],
+                ["--limit-kind", "sliding"], ["--retry-after-style", "azure"], ["--workers", "0"],
+                ["--request-id-header", "x id"], ["--models", ","]):
+        result = CliRunner().invoke(app, ["serve", *bad])
+        assert result.exit_code == 2, (bad, result.output)
 
 
 def test_latency_model_and_saturation() -> None:

@@ -86,15 +86,16 @@ def test_other_routes(start: Callable[..., tuple[Simulator, httpx.Client]]) -> N
     assert data["object"] == "list" and len(data["data"]) == 2
     assert len(data["data"][0]["embedding"]) == 8 and all(isinstance(v, float) for v in data["data"][0]["embedding"])
     assert data["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
-    again = client.post("/embeddings", json={"model": "x", "input": "abcd"}).json()
+    again = client.post("/embeddings", json={"model": "text-embedding-3-small", "input": "abcd"}).json()
     assert again["data"][0]["embedding"] == data["data"][0]["embedding"]
 
-    comp = client.post("/completions", json={"model": "m", "prompt": "abcdefgh", "max_tokens": 3}).json()
+    instruct = {"model": "gpt-3.5-turbo-instruct", "prompt": "abcdefgh", "max_tokens": 3}
+    comp = client.post("/completions", json=instruct).json()
     assert comp["id"].startswith("cmpl-") and comp["object"] == "text_completion"
     assert comp["usage"]["prompt_tokens"] == 2 and comp["usage"]["completion_tokens"] <= 3
     assert isinstance(comp["choices"][0]["text"], str)
 
-    resp = client.post("/responses", json={"model": "m", "input": "abcd", "max_output_tokens": 4}).json()
+    resp = client.post("/responses", json={"model": "gpt-4o-mini", "input": "abcd", "max_output_tokens": 4}).json()
     assert resp["object"] == "response" and resp["id"].startswith("resp_")
     part = resp["output"][0]["content"][0]
     assert part["type"] == "output_text"
@@ -111,16 +112,16 @@ def test_other_routes(start: Callable[..., tuple[Simulator, httpx.Client]]) -> N
     ("path", "body", "param"),
     [
         ("/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}, "model"),
-        ("/chat/completions", {"model": "m"}, "messages"),
-        ("/chat/completions", {"model": "m", "messages": []}, "messages"),
-        ("/chat/completions", {"model": "m", "messages": "hi"}, "messages"),
+        ("/chat/completions", {"model": "gpt-4o-mini"}, "messages"),
+        ("/chat/completions", {"model": "gpt-4o-mini", "messages": []}, "messages"),
+        ("/chat/completions", {"model": "gpt-4o-mini", "messages": "hi"}, "messages"),
         ("/chat/completions", chat(stream="yes"), "stream"),
         ("/chat/completions", chat(n=0), "n"),
         ("/chat/completions", chat(max_tokens=0), "max_tokens"),
         ("/chat/completions", chat(max_tokens="10"), "max_tokens"),
-        ("/embeddings", {"model": "m"}, "input"),
-        ("/responses", {"model": "m"}, "input"),
-        ("/completions", {"model": "m"}, "prompt"),
+        ("/embeddings", {"model": "text-embedding-3-small"}, "input"),
+        ("/responses", {"model": "gpt-4o-mini"}, "input"),
+        ("/completions", {"model": "gpt-3.5-turbo-instruct"}, "prompt"),
     ],
 )
 def test_invalid_requests_get_openai_400(
@@ -220,7 +221,7 @@ def test_stats_counts_series_and_reset(start: Callable[..., tuple[Simulator, htt
     assert client.post("/chat/completions", json=body).status_code == 429
     clock.now += 2.0
     assert client.post("/chat/completions", json=body).status_code == 200
-    client.post("/chat/completions", json={"model": "m"})
+    client.post("/chat/completions", json={"model": "gpt-4o-mini"})
     stats = httpx.get(root + "/stats").json()
     assert stats == sim.stats()
     assert stats["requests"] == 4
@@ -243,7 +244,7 @@ def test_stats_counts_series_and_reset(start: Callable[..., tuple[Simulator, htt
 
 def test_prompt_tokens_charged_for_embeddings_only(start: Callable[..., tuple[Simulator, httpx.Client]]) -> None:
     sim, client = start(tpm=600_000, clock=FakeClock())
-    client.post("/embeddings", json={"model": "e", "input": "a" * 40})
+    client.post("/embeddings", json={"model": "text-embedding-3-small", "input": "a" * 40})
     client.post("/chat/completions", json=chat("abcd", max_tokens=5, n=3))
     assert sim.stats()["tokens_admitted"] == 10 + (8 + 5 * 3)
     assert math.isclose(sim.stats()["series"][0]["tokens"], 33)

@@ -21,7 +21,7 @@ from cli_process import cli, parse_output
 from batchchat.simulator import Simulator, SimulatorConfig
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad-input.md"
-GOOD = b'{"custom_id": "good", "model": "m", "messages": [{"role": "user", "content": "hi"}]}'
+GOOD = b'{"custom_id": "good", "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
 MSG = '"messages": [{"role": "user", "content": "hi"}]'
 IS_ROOT = os.geteuid() == 0
 
@@ -236,7 +236,7 @@ def test_bad_input(case: Case, tmp_path: Path, server: Simulator) -> None:
 
 
 def test_a_torn_last_line_is_repaired_with_a_message(tmp_path: Path, server: Simulator) -> None:
-    lines = [j(f'{{"custom_id": "r{i}", "model": "m", ' + MSG + "}") for i in range(3)]
+    lines = [j(f'{{"custom_id": "r{i}", "model": "gpt-4o-mini", ' + MSG + "}") for i in range(3)]
     (tmp_path / "in.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     first = cli("run", "in.jsonl", "-o", "out.jsonl", "--base-url", server.base_url, "--progress", "off",
                 cwd=tmp_path)

@@ -12,6 +12,8 @@ Kinds (`FAULT_KINDS`):
 - `non_json`: 200 with a `text/html` body.
 - `echo_headers`: 400 whose error message echoes every request header (Authorization included),
   so a client can prove it redacts keys from what it logs and writes.
+- `insufficient_quota`: 429 with OpenAI's out-of-credit body (type and code `insufficient_quota`)
+  and no retry header: no retry will help.
 
 `fault_sequence[k]` decides for the first requests ("ok" = no fault); after it, `fault_rates`
 apply: a uniform draw u = hash(seed, k) in [0, 1) is matched against the cumulative rates in the
@@ -38,6 +40,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "truncate",
     "non_json",
     "echo_headers",
+    "insufficient_quota",  # appended last: draws follow this order, so earlier seeded plans stay as they were
 )
 
 

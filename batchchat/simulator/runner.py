@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from batchchat.simulator.config import SimulatorConfig
+from batchchat.simulator.models import DEFAULT_MODELS
 from batchchat.simulator.server import SimulatorServer
 
 __all__ = ["Simulator", "config_to_args", "new_event_loop", "serve_forever"]
@@ -43,6 +44,14 @@ def config_to_args(config: SimulatorConfig) -> list[str]:
     args += ["--limit-window", repr(config.limit_window)]
     if not config.rate_limit_headers:
         args.append("--no-rate-limit-headers")
+    for model, (rpm, tpm) in config.model_limits.items():
+        args += ["--model-limit", f"{model}={'' if rpm is None else rpm},{'' if tpm is None else tpm}"]
+    args += ["--limit-kind", config.limit_kind, "--retry-after-style", config.retry_after_style]
+    args += ["--request-id-header", config.request_id_header]
+    if tuple(config.models) != DEFAULT_MODELS:
+        args += ["--models", ",".join(config.models)]
+    if config.workers is not None:
+        args += ["--workers", str(config.workers)]
     if config.api_key is not None:
         args += ["--api-key", config.api_key]
     args += ["--latency-ms", repr(config.latency_ms), "--ms-per-token", repr(config.ms_per_token)]

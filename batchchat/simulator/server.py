@@ -15,6 +15,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import httptools
@@ -25,6 +26,8 @@ from batchchat.simulator import tokens as tk
 from batchchat.simulator.config import SimulatorConfig
 from batchchat.simulator.faults import FaultPlan
 from batchchat.simulator.limits import Limiter, format_duration
+from batchchat.simulator.models import ModelNotFound, ModelTable, check_arguments
+from batchchat.simulator.queueing import WorkerPool
 from batchchat.simulator.stats import Stats
 
 __all__ = ["Reply", "SimulatorApp", "SimulatorServer", "start_server"]
@@ -47,7 +50,10 @@ _REASONS = {
 
 
 class Reply(NamedTuple):
-    """What to send: status, body, extra header lines (CRLF-terminated), content type, delay, action."""
+    """What to send: status, body, extra header lines (CRLF-terminated), content type, delay, action.
+
+    `work`: a model's answer, which needs a worker for `delay` seconds when `workers` is set.
+    """
 
     status: int
     body: bytes
@@ -55,6 +61,7 @@ class Reply(NamedTuple):
     ctype: bytes = JSON
     delay: float = 0.0
     action: int = NORMAL
+    work: bool = False
 
 
 _SERVER_ERROR = rs.error_body(
@@ -78,6 +85,13 @@ _NOT_JSON_OBJECT = rs.error_body(
     "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
     "invalid_request_error",
 )
+_INSUFFICIENT_QUOTA = rs.error_body(
+    "You exceeded your current quota, please check your plan and billing details. For more information on this "
+    "error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+    "insufficient_quota",
+    None,
+    "insufficient_quota",
+)
 _RETRY_1S = b"retry-after: 1\r\nretry-after-ms: 1000\r\n"
 
 
@@ -91,7 +105,19 @@ class SimulatorApp:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
         self.clock: Callable[[], float] = config.clock
-        self.limiter = Limiter(config.rpm, config.tpm, config.limit_window, config.clock, config.rate_limit_headers)
+        self.limiter = Limiter(
+            config.rpm,
+            config.tpm,
+            config.limit_window,
+            config.clock,
+            config.rate_limit_headers,
+            config.limit_kind,
+            config.model_limits,
+        )
+        self.models = ModelTable(config.models, config.model_limits)
+        self.retry_style = config.retry_after_style
+        self.rid_header = config.request_id_header.encode() + b": req_"
+        self.rids = 0
         self.faults = FaultPlan(config.seed, config.fault_rates, config.fault_sequence)
         self.stats = Stats(config.clock)
         self.rng = random.Random(config.seed)
@@ -140,9 +166,11 @@ class SimulatorApp:
         return route[1](headers, body)
 
     def _count(self, reply: Reply) -> Reply:
+        """Count the reply by status and stamp it with a request id."""
         responses = self.stats.responses
         responses[reply.status] = responses.get(reply.status, 0) + 1
-        return reply
+        self.rids = rids = self.rids + 1
+        return reply._replace(headers=reply.headers + b"%s%032x\r\n" % (self.rid_header, rids))
 
     def _key(self, headers: list[tuple[bytes, bytes]]) -> str | None:
         for name, value in headers:
@@ -166,6 +194,13 @@ class SimulatorApp:
         key = self._key(headers)
         bucket = key or ""
         limiter = self.limiter
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not self.models.serves(model):
+            model = ""  # rate-limit headers of the key's default limits
         expected = self.config.api_key
         if expected is not None and key != expected:
             if key is None:
@@ -175,27 +210,25 @@ class SimulatorApp:
                 )
             else:
                 msg = f"Incorrect API key provided: {_mask_key(key)}. The simulator expects its --api-key."
-            body = rs.error_body(msg, "invalid_request_error", None, "invalid_api_key")
-            return self._count(Reply(401, body, limiter.headers(bucket)))
+            err = rs.error_body(msg, "invalid_request_error", None, "invalid_api_key")
+            return self._count(Reply(401, err, limiter.headers(bucket, model)))
         fault = self.faults.fault_for(k)
         if fault is not None:
             faults = stats.faults
             faults[fault] = faults.get(fault, 0) + 1
-            return self._count(self._fault(fault, headers, limiter.headers(bucket)))
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
+            return self._count(self._fault(fault, headers, limiter.headers(bucket, model)))
         if not isinstance(body, dict):
             return self._count(Reply(400, _NOT_JSON_OBJECT, limiter.headers(bucket)))
         overload_at = self.config.overload_at
         if overload_at is not None and stats.in_flight > overload_at:
-            return self._count(Reply(503, _OVERLOADED, limiter.headers(bucket)))
+            return self._count(Reply(503, _OVERLOADED, limiter.headers(bucket, model)))
         try:
             return self._count(run(body, bucket))
         except rs.InvalidRequest as exc:
             err = rs.error_body(exc.message, "invalid_request_error", exc.param, exc.code)
-            return self._count(Reply(400, err, limiter.headers(bucket)))
+            return self._count(Reply(400, err, limiter.headers(bucket, model)))
+        except ModelNotFound as exc:
+            return self._count(Reply(404, exc.body()))
 
     def _fault(self, fault: str, headers: list[tuple[bytes, bytes]], rl: bytes) -> Reply:
         if fault == "500":
@@ -209,7 +242,9 @@ class SimulatorApp:
         if fault == "429":
             return Reply(429, _FAULT_429, rl)
         if fault == "429_retry_after":
-            return Reply(429, _FAULT_429, rl + _RETRY_1S)
+            return Reply(429, _FAULT_429, rl + self._retry_headers(1.0))
+        if fault == "insufficient_quota":
+            return Reply(429, _INSUFFICIENT_QUOTA, rl)
         if fault == "403":
             return Reply(403, _FORBIDDEN, rl)
         if fault == "drop":
@@ -226,19 +261,31 @@ class SimulatorApp:
         body = rs.error_body(msg, "invalid_request_error")
         return Reply(400, body, rl)
 
+    def _retry_headers(self, wait: float) -> bytes:
+        """The retry header lines of a 429 in the configured style, for a wait of `wait` seconds."""
+        style = self.retry_style
+        if style == "openai":
+            if wait == 1.0:
+                return _RETRY_1S
+            wait_ms = max(1, math.ceil(wait * 1000 - 1e-6))
+            return f"retry-after: {max(1, math.ceil(wait_ms / 1000))}\r\nretry-after-ms: {wait_ms}\r\n".encode()
+        if style == "litellm":  # LiteLLM: the seconds left in its calendar-minute window, whatever the wait
+            return b"llm_provider-retry-after: %d\r\n" % max(1, math.ceil(self.limiter.minute_left() - 1e-6))
+        return b""
+
     def _admit(self, bucket: str, model: str, prompt: int, charge: int) -> Reply | None:
         """Charge the limiter; a 429 `Reply` when refused, None when admitted."""
         limiter = self.limiter
         if not limiter.enabled:
-            self.stats.admitted(charge)
+            self.stats.admitted(charge, model)
             return None
-        decision = limiter.admit(bucket, charge)
+        decision = limiter.admit(bucket, charge, model)
         if decision.ok:
-            self.stats.admitted(charge)
+            self.stats.admitted(charge, model)
             return None
         kind = decision.kind
-        self.stats.limited(kind)
-        rl = limiter.headers(bucket)
+        self.stats.limited(kind, model)
+        rl = limiter.headers(bucket, model)
         unit, short = ("requests", "RPM") if kind == "requests" else ("tokens", "TPM")
         if math.isinf(decision.wait):
             msg = (
@@ -253,7 +300,7 @@ class SimulatorApp:
             f"Limit {decision.limit}, Used {decision.used}, Requested {decision.requested}. "
             f"Please try again in {format_duration(wait_ms / 1000)}."
         )
-        retry = f"retry-after: {max(1, math.ceil(wait_ms / 1000))}\r\nretry-after-ms: {wait_ms}\r\n".encode()
+        retry = self._retry_headers(wait_ms / 1000)
         return Reply(429, rs.error_body(msg, kind, None, "rate_limit_exceeded"), rl + retry)
 
     def _delay(self, completion: int) -> float:
@@ -275,20 +322,19 @@ class SimulatorApp:
         return f"sim{self.ids:021x}"
 
     def _finish(self, bucket: str, payload: dict[str, Any], prompt: int, completion: int) -> Reply:
-        stats = self.stats
-        stats.prompt_tokens += prompt
-        stats.completion_tokens += completion
+        model = payload["model"]
+        self.stats.billed(prompt, completion, model)
         delay = self._delay(completion) if self.latency else 0.0
-        rid = payload["id"]
-        headers = self.limiter.headers(bucket) + b"x-request-id: req_" + rid.encode()[-21:] + b"\r\n"
-        return Reply(200, orjson.dumps(payload), headers, JSON, delay)
+        return Reply(200, orjson.dumps(payload), self.limiter.headers(bucket, model), JSON, delay, work=True)
 
     def _chat(self, headers: list[tuple[bytes, bytes]], raw: bytes) -> Reply:
         return self._api(headers, raw, self._run_chat)
 
     def _run_chat(self, body: dict[str, Any], bucket: str) -> Reply:
+        check_arguments("chat", body)
         model, cap, n = rs.common(body, ("max_completion_tokens", "max_tokens"))
         messages = rs.check_chat(body)
+        self.models.check(model)
         cap = cap or self.default_cap
         prompt = tk.message_tokens(messages)
         refused = self._admit(bucket, model, prompt, prompt + cap * n)
@@ -303,8 +349,10 @@ class SimulatorApp:
         return self._api(headers, raw, self._run_completions)
 
     def _run_completions(self, body: dict[str, Any], bucket: str) -> Reply:
+        check_arguments("completions", body)
         model, cap, n = rs.common(body, ("max_tokens",))
         prompt_data = rs.check_items(body, "prompt")
+        self.models.check(model)
         cap = cap or self.default_cap
         prompt = tk.input_items_tokens(prompt_data)
         prompts = 1 if isinstance(prompt_data, str) or isinstance(prompt_data[0], int) else len(prompt_data)
@@ -320,8 +368,10 @@ class SimulatorApp:
         return self._api(headers, raw, self._run_responses)
 
     def _run_responses(self, body: dict[str, Any], bucket: str) -> Reply:
+        check_arguments("responses", body)
         model, cap, _n = rs.common(body, ("max_output_tokens",))
         rs.check_responses_input(body)
+        self.models.check(model)
         cap = cap or self.default_cap
         prompt = tk.responses_tokens(body)
         refused = self._admit(bucket, model, prompt, prompt + cap)
@@ -335,8 +385,10 @@ class SimulatorApp:
         return self._api(headers, raw, self._run_embeddings)
 
     def _run_embeddings(self, body: dict[str, Any], bucket: str) -> Reply:
+        check_arguments("embeddings", body)
         model, _cap, _n = rs.common(body, ())
         data = rs.check_items(body, "input")
+        self.models.check(model)
         dims = body.get("dimensions")
         if dims is None:
             dims = self.config.embedding_dims
@@ -350,16 +402,16 @@ class SimulatorApp:
         refused = self._admit(bucket, model, prompt, prompt)
         if refused is not None:
             return refused
-        self.stats.prompt_tokens += prompt
+        self.stats.billed(prompt, 0, model)
         payload = rs.embeddings_body(self.seed, model, data, dims, prompt, fmt == "base64")
         delay = self._delay(0) if self.latency else 0.0
-        return Reply(200, orjson.dumps(payload), self.limiter.headers(bucket), JSON, delay)
+        return Reply(200, orjson.dumps(payload), self.limiter.headers(bucket, model), JSON, delay, work=True)
 
     # ---- plain routes ------------------------------------------------------------------------
 
     def _models(self, headers: list[tuple[bytes, bytes]], raw: bytes) -> Reply:
         self.stats.requests += 1
-        return self._count(Reply(200, rs.models_body(int(time.time()))))
+        return self._count(Reply(200, self.models.list_body(int(time.time()))))
 
     def _stats(self, headers: list[tuple[bytes, bytes]], raw: bytes) -> Reply:
         return Reply(200, orjson.dumps(self.stats.snapshot()))
@@ -418,9 +470,11 @@ class _Connection(asyncio.Protocol):
         "parser",
         "queue",
         "server",
+        "serving",
         "timer",
         "transport",
         "url",
+        "waiting",
     )
 
     def __init__(self, server: SimulatorServer) -> None:
@@ -434,8 +488,10 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.queue: deque[_Request] = deque()
         self.busy = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.Handle | None = None
         self.outstanding = 0
+        self.serving = False  # holds a worker of the pool
+        self.waiting: Callable[[], None] | None = None  # queued for a worker
 
     # asyncio callbacks
     def connection_made(self, transport: Any) -> None:
@@ -447,6 +503,14 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        pool = self.server.pool
+        if pool is not None:
+            if self.waiting is not None:
+                pool.cancel(self.waiting)
+                self.waiting = None
+            if self.serving:
+                self.serving = False
+                pool.release()
         self.app.stats.in_flight -= self.outstanding
         self.outstanding = 0
         self.queue.clear()
@@ -505,7 +569,12 @@ class _Connection(asyncio.Protocol):
         reply = self.app.handle(method, url, headers, body)
         action = reply.action
         if action == NORMAL:
-            if reply.delay > 0:
+            pool = self.server.pool
+            if pool is not None and reply.work:
+                self.busy = True
+                start = self.waiting = partial(self._serve, reply, keep_alive, counted)
+                pool.enter(start)
+            elif reply.delay > 0:
                 self.busy = True
                 self.timer = self.loop.call_later(reply.delay, self._send_later, reply, keep_alive, counted)
             else:
@@ -518,6 +587,22 @@ class _Connection(asyncio.Protocol):
             half = reply.body[: len(reply.body) // 2]
             self.transport.write(_head(reply.status, reply.body, reply.headers, reply.ctype, False) + half)
             self._close()
+
+    def _serve(self, reply: Reply, keep_alive: bool, counted: bool) -> None:
+        """A worker is ours: answer after the service time (never synchronously, so the pool never recurses)."""
+        self.waiting = None
+        self.serving = True
+        if reply.delay > 0:
+            self.timer = self.loop.call_later(reply.delay, self._served, reply, keep_alive, counted)
+        else:
+            self.timer = self.loop.call_soon(self._served, reply, keep_alive, counted)
+
+    def _served(self, reply: Reply, keep_alive: bool, counted: bool) -> None:
+        self.serving = False
+        pool = self.server.pool
+        if pool is not None:
+            pool.release()
+        self._send_later(reply, keep_alive, counted)
 
     def _send(self, reply: Reply, keep_alive: bool, counted: bool) -> None:
         transport = self.transport
@@ -554,6 +639,7 @@ class SimulatorServer:
         self.config = config
         self.loop = loop
         self.app = SimulatorApp(config)
+        self.pool = WorkerPool(config.workers, self.app.stats) if config.workers else None
         self.connections: set[_Connection] = set()
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
