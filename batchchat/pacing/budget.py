@@ -113,6 +113,7 @@ class Budget:
         "_learned",
         "_learning",
         "_lesson_at",
+        "_limits",
         "_max_wait",
         "_probe_done",
         "_probing",
@@ -147,6 +148,7 @@ class Budget:
         self.model = model
         self._given = (rpm or None, tpm or None)
         self._learned: list[float | None] = [None, None]
+        self._limits: Limits | None = None  # made from the above when first asked for after a change
         self._burst = burst_seconds
         self._slack = 0.0
         self.adapt = adapt
@@ -191,9 +193,13 @@ class Budget:
     @property
     def limits(self) -> Limits:
         """The limits the store paces by: those in force less the learned slack, with the learned burst."""
-        keep = 1.0 - self._slack
-        rpm, tpm = self.rpm, self.tpm
-        return Limits(None if rpm is None else rpm * keep, None if tpm is None else tpm * keep, self._burst)
+        limits = self._limits
+        if limits is None:
+            keep = 1.0 - self._slack
+            rpm, tpm = self.rpm, self.tpm
+            limits = self._limits = Limits(None if rpm is None else rpm * keep, None if tpm is None else tpm * keep,
+                                           self._burst)
+        return limits
 
     @property
     def auto(self) -> bool:
@@ -270,6 +276,7 @@ class Budget:
         for i, advertised in enumerate((headers.limit_requests, headers.limit_tokens)):
             if advertised:
                 self._learned[i] = advertised
+        self._limits = None
         if (self.rpm, self.tpm) == before:
             return
         # a limit learned where there was none starts primed (no burst), as a fresh budget does
@@ -368,6 +375,7 @@ class Budget:
         self._lesson_at = now
         self._burst = max(MIN_BURST, self._burst / 2.0)
         self._slack = min(MAX_SLACK, self._slack + SLACK_STEP)
+        self._limits = None
 
     def answered(self) -> None:
         """A success: 429s that name no wait are no longer in a row."""
