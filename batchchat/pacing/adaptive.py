@@ -74,7 +74,7 @@ class AimdController:
     `clock` is the seam for tests.
     """
 
-    HOLD_ROUNDS = 8
+    HOLD_ROUNDS = 20
 
     __slots__ = ("_answers", "_base", "_clock", "_estimate", "_gate", "_hold", "_last_cut", "_long", "_max",
                  "_overloads", "_recent", "_ref", "_round_flight", "_round_latency", "_samples", "_slow_start",
@@ -180,7 +180,7 @@ class AimdController:
             return False
         # past the knee: more in flight bought (almost) nothing but queueing
         self._slow_start = False
-        self._estimate = max(1.0, min(self._estimate, ref[0] + 1.0))
+        self._estimate = max(1.0, min(self._estimate, ref[0]))
         self._hold = self.HOLD_ROUNDS
         self._gate.set_limit(int(self._estimate))
         self._recent.clear()
