@@ -10,6 +10,7 @@ Redis raises `SharedStoreUnavailable`, so the caller can pause dispatch (nothing
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,11 +19,15 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("shared budgets need the Redis client: pip install 'batchchat[redis]'") from exc
 
 from batchchat.pacing.bucket import Limits
 from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapshot
@@ -30,7 +35,7 @@ from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapsh
 BUDGET_KEEP = 300.0  # seconds an idle budget (empty, out of cooldown) is kept before it expires
 CAP_KEEP = 86_400.0  # seconds a spending cap is kept after its last use
 SOCKET_TIMEOUT = 5.0  # seconds to connect, and to wait for an answer, before Redis counts as unreachable
-MAX_CONNECTIONS = 32  # connections per store; more tasks than this wait their turn for one
+MAX_CONNECTIONS = 64  # connections per store; more tasks than this wait their turn for one
 
 T = TypeVar("T")
 
@@ -93,6 +98,7 @@ class RedisStore:
         "_budget_keep",
         "_cap_keep",
         "_clock",
+        "_gate",
         "_pool",
         "_process_ttl",
         "_redis",
@@ -119,11 +125,11 @@ class RedisStore:
         self._budget_keep = budget_keep
         self._cap_keep = cap_keep
         try:
-            # a bounded pool that makes a task wait for a free connection (not fail) when all are busy
-            self._pool = aioredis.BlockingConnectionPool.from_url(
+            # at most `max_connections`, and a task waits its turn for one in a fair queue (`_gate`; redis-py's
+            # BlockingConnectionPool lets newcomers barge, and a starved waiter fails after its timeout)
+            self._pool = aioredis.ConnectionPool.from_url(
                 url,
                 max_connections=max_connections,
-                timeout=socket_timeout,
                 socket_timeout=socket_timeout,
                 socket_connect_timeout=socket_timeout,
                 retry=Retry(NoBackoff(), 1),  # one quick retry (a dropped connection), then the caller decides
@@ -132,6 +138,7 @@ class RedisStore:
         except ValueError as exc:
             raise ValueError(f"not a Redis URL: {self.url} ({exc})") from None
         self._redis = aioredis.Redis(connection_pool=self._pool)
+        self._gate = asyncio.Semaphore(max_connections)
         self._scripts = {
             name: self._redis.register_script(_script(name))
             for name in ("reserve", "adjust", "pause", "snapshot", "publish", "heartbeat", "processes", "cap")
@@ -144,9 +151,10 @@ class RedisStore:
         """The Redis key of a budget's hash (levels, cooldown, learned limits)."""
         return f"batchchat:{{{key}}}:budget"
 
-    async def _call(self, work: Awaitable[T]) -> T:
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await work
+            async with self._gate:
+                return await work()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise SharedStoreUnavailable(self.url, _reason(exc)) from None
 
@@ -156,7 +164,7 @@ class RedisStore:
     async def _budget(self, name: str, key: str, limits: Limits, *extra: float) -> Any:
         args = [self._now(), _arg(limits.rpm), _arg(limits.tpm), _arg(limits.burst_seconds), _arg(self._budget_keep)]
         args.extend(_arg(x) for x in extra)
-        return await self._call(self._scripts[name](keys=[self.budget_key(key)], args=args))
+        return await self._call(lambda: self._scripts[name](keys=[self.budget_key(key)], args=args))
 
     async def reserve(self, key: str, limits: Limits, tokens: float) -> float:
         """See `BudgetStore.reserve` (one round trip: `reserve.lua`)."""
@@ -189,11 +197,11 @@ class RedisStore:
         if rpm is None and tpm is None:
             return
         args = [_arg(rpm), _arg(tpm), _arg(self._budget_keep)]
-        await self._call(self._scripts["publish"](keys=[self.budget_key(key)], args=args))
+        await self._call(lambda: self._scripts["publish"](keys=[self.budget_key(key)], args=args))
 
     async def learned_limits(self, key: str) -> tuple[float | None, float | None]:
         """See `BudgetStore.learned_limits`."""
-        rpm, tpm = await self._call(self._redis.hmget(self.budget_key(key), ["lrpm", "ltpm"]))
+        rpm, tpm = await self._call(lambda: self._redis.hmget(self.budget_key(key), ["lrpm", "ltpm"]))
         return _opt(rpm), _opt(tpm)
 
     def _process_keys(self, key: str) -> list[str]:
@@ -212,12 +220,12 @@ class RedisStore:
         requests, tokens = self._spend.totals(key)
         blob = orjson.dumps({"info": info, "requests": requests, "tokens": tokens})
         args = [self._now(), process_id, blob, _arg(self._process_ttl)]
-        await self._call(self._scripts["heartbeat"](keys=self._process_keys(key), args=args))
+        await self._call(lambda: self._scripts["heartbeat"](keys=self._process_keys(key), args=args))
 
     async def processes(self, key: str) -> list[ProcessInfo]:
         """See `BudgetStore.processes`."""
         args = [self._now(), _arg(self._process_ttl)]
-        flat = await self._call(self._scripts["processes"](keys=self._process_keys(key), args=args))
+        flat = await self._call(lambda: self._scripts["processes"](keys=self._process_keys(key), args=args))
         found = []
         for i in range(0, len(flat), 3):
             data = orjson.loads(flat[i + 2])
@@ -234,21 +242,21 @@ class RedisStore:
     async def reserve_spend(self, cap_key: str, cap: float, amount: float) -> bool:
         """See `BudgetStore.reserve_spend` (atomic across the fleet: `cap.lua`)."""
         args = ["reserve", _arg(self._cap_keep), _arg(cap), _arg(amount)]
-        return bool(await self._call(self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args)))
+        return bool(await self._call(lambda: self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args)))
 
     async def settle_spend(self, cap_key: str, reserved: float, actual: float) -> None:
         """See `BudgetStore.settle_spend`."""
         args = ["settle", _arg(self._cap_keep), _arg(reserved), _arg(actual)]
-        await self._call(self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args))
+        await self._call(lambda: self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args))
 
     async def spent(self, cap_key: str) -> float:
         """See `BudgetStore.spent`."""
-        value = await self._call(self._redis.hget(self.cap_key(cap_key), "spent"))
+        value = await self._call(lambda: self._redis.hget(self.cap_key(cap_key), "spent"))
         return 0.0 if value is None else float(value)
 
     async def ping(self) -> None:
         """Raise `SharedStoreUnavailable` unless Redis answers (a check before a run starts)."""
-        await self._call(self._redis.ping())
+        await self._call(lambda: self._redis.ping())
 
     async def close(self) -> None:
         """Close the connections."""
