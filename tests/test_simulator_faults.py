@@ -59,6 +59,8 @@ def test_every_fault_kind_in_sequence(staged: Simulator) -> None:
         r.json()
     r = seen["echo_headers"]
     assert r.status_code == 400 and "authorization: Bearer sk-very-secret" in r.json()["error"]["message"]
+    r = seen["insufficient_quota"]
+    assert r.status_code == 429 and r.json()["error"]["code"] == "insufficient_quota"
     assert post(sim).status_code == 200  # the sequence is over, no rates: normal again
     stats = sim.stats()
     assert stats["requests"] == len(FAULT_KINDS) + 2
@@ -146,3 +148,36 @@ def test_overload_answers_503_above_overload_at() -> None:
             time.sleep(0.01)
         assert post(sim).status_code == 200
         assert sim.stats()["max_in_flight"] == 3
+
+
+def test_insufficient_quota_has_openais_body_and_no_retry_header() -> None:
+    for style in ("openai", "litellm", "none"):
+        cfg = SimulatorConfig(fault_sequence=("insufficient_quota",), retry_after_style=style, rpm=600)
+        with Simulator.in_thread(cfg) as sim:
+            r = post(sim)
+            assert r.status_code == 429
+            assert r.json() == {
+                "error": {
+                    "message": "You exceeded your current quota, please check your plan and billing details. For more "
+                    "information on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+                    "type": "insufficient_quota",
+                    "param": None,
+                    "code": "insufficient_quota",
+                }
+            }
+            assert not {"retry-after", "retry-after-ms", "llm_provider-retry-after"} & set(r.headers)
+            assert r.headers["x-ratelimit-limit-requests"] == "600" and r.headers["x-request-id"].startswith("req_")
+            assert sim.stats()["faults"] == {"insufficient_quota": 1} and sim.stats()["rate_limited"] == 0
+            assert post(sim).status_code == 200
+
+
+def test_insufficient_quota_comes_last_so_seeded_plans_keep_their_draws() -> None:
+    rates = {"500": 0.2, "drop": 0.1, "429_retry_after": 0.1, "echo_headers": 0.05}
+    # Drawn by the plan before insufficient_quota existed (seed 3): adding a kind at the end must not move these.
+    before = [None, None, "429_retry_after", "500", "500", None, None, "drop", None, "500", "500", None, None, None,
+              None, "500", None, "500", "500", None, "429_retry_after", "500", "drop", None]
+    assert [FaultPlan(3, rates).fault_for(k) for k in range(24)] == before
+    assert FAULT_KINDS[-1] == "insufficient_quota"
+    with_quota = [FaultPlan(3, {**rates, "insufficient_quota": 0.3}).fault_for(k) for k in range(24)]
+    assert all(new == old for new, old in zip(with_quota, before, strict=True) if old is not None)
+    assert "insufficient_quota" in with_quota

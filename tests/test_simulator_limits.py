@@ -110,3 +110,125 @@ def test_headers_off_and_no_limits() -> None:
     assert Limiter(rpm=10, tpm=10, headers=False).headers("k") == b""
     unlimited = Limiter(rpm=None, tpm=None)
     assert unlimited.admit("k", 10**9).ok and unlimited.headers("k") == b""
+
+
+# ---- the strict kind: a second's worth per whole second of the clock ----------------------------
+
+
+def test_strict_admits_a_seconds_worth_per_whole_second_and_carries_nothing_over() -> None:
+    clock = FakeClock(1000.3)
+    limiter = Limiter(rpm=600, tpm=None, clock=clock, kind="strict")  # 10 per whole second
+    assert [limiter.admit("k", 1).ok for _ in range(11)] == [True] * 10 + [False]
+    refused = limiter.admit("k", 1)
+    assert refused.kind == "requests" and math.isclose(refused.wait, 0.7) and refused.used == 10
+    headers = limiter.headers("k").decode()
+    assert "x-ratelimit-limit-requests: 600\r\n" in headers
+    assert "x-ratelimit-remaining-requests: 590\r\n" in headers
+    assert "x-ratelimit-reset-requests: 700ms\r\n" in headers
+    clock.now = 1000.999
+    assert not limiter.admit("k", 1).ok  # the same second: still full
+    clock.now = 1001.0
+    assert sum(limiter.admit("k", 1).ok for _ in range(20)) == 10
+    clock.now = 1002.5
+    assert sum(limiter.admit("k", 1).ok for _ in range(3)) == 3
+    assert "x-ratelimit-remaining-requests: 597\r\n" in limiter.headers("k").decode()
+    clock.now = 1003.2  # the 7 not used in second 1002 are lost: 10 again, not 17
+    assert sum(limiter.admit("k", 1).ok for _ in range(20)) == 10
+    assert "x-ratelimit-reset-requests: 800ms\r\n" in limiter.headers("k").decode()
+
+
+def test_strict_large_charge_takes_an_empty_window_and_owes_the_next_ones() -> None:
+    clock = FakeClock(1000.5)
+    limiter = Limiter(rpm=None, tpm=6000, clock=clock, kind="strict")  # 100 tokens per second
+    assert limiter.admit("k", 250).ok  # above the allowance, into an empty window
+    refused = limiter.admit("k", 10)
+    assert math.isclose(refused.wait, 1.5)  # 250 - 2 x 100 = 50 left owed at 1002.0; 50 + 10 fits
+    assert "x-ratelimit-reset-tokens: 2.5s\r\n" in limiter.headers("k").decode()
+    clock.now = 1001.0
+    assert not limiter.admit("k", 10).ok
+    clock.now = 1002.0
+    assert limiter.admit("k", 50).ok and not limiter.admit("k", 1).ok
+    big = limiter.admit("k", 150)
+    assert math.isclose(big.wait, 1.0)  # the window must be empty: 1003.0
+    assert math.isinf(limiter.admit("k", 6001).wait)
+
+
+def test_strict_limits_under_60_per_minute_use_longer_windows() -> None:
+    clock = FakeClock(1000.5)
+    limiter = Limiter(rpm=30, tpm=None, clock=clock, kind="strict")  # one per 2 s window [1000, 1002)
+    assert limiter.admit("k", 1).ok
+    refused = limiter.admit("k", 1)
+    assert math.isclose(refused.wait, 1.5)
+    clock.now = 1002.0
+    assert limiter.admit("k", 1).ok and not limiter.admit("k", 1).ok
+
+
+# ---- the minute kind: a calendar-minute counter (LiteLLM) ---------------------------------------
+
+
+def test_minute_counts_per_calendar_minute_without_reset_headers() -> None:
+    clock = FakeClock(1000.0)  # the minute [960, 1020)
+    limiter = Limiter(rpm=5, tpm=100, clock=clock, kind="minute")
+    assert [limiter.admit("k", 10).ok for _ in range(6)] == [True] * 5 + [False]
+    refused = limiter.admit("k", 10)
+    assert refused.kind == "requests" and math.isclose(refused.wait, 20.0) and refused.used == 5
+    headers = limiter.headers("k").decode()
+    assert headers == (
+        "x-ratelimit-limit-requests: 5\r\nx-ratelimit-limit-tokens: 100\r\n"
+        "x-ratelimit-remaining-requests: 0\r\nx-ratelimit-remaining-tokens: 50\r\n"
+    )
+    assert "reset" not in headers
+    clock.now = 1019.99
+    assert not limiter.admit("k", 10).ok
+    clock.now = 1020.0  # a new minute starts from zero, whatever was refused before
+    assert limiter.admit("k", 60).ok
+    tokens = limiter.admit("k", 41)
+    assert tokens.kind == "tokens" and math.isclose(tokens.wait, 60.0) and tokens.used == 60
+    assert limiter.admit("k", 40).ok
+    assert math.isinf(limiter.admit("k", 101).wait)
+    assert math.isclose(limiter.minute_left(), 60.0)
+    clock.now = 1075.5
+    assert math.isclose(limiter.minute_left(), 4.5)
+
+
+def test_unknown_limit_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="limit kind"):
+        Limiter(rpm=1, tpm=None, kind="sliding")
+
+
+# ---- limits per model -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["bucket", "strict", "minute"])
+def test_each_model_has_its_own_limits_and_headers(kind: str) -> None:
+    clock = FakeClock(1000.0)
+    limiter = Limiter(
+        rpm=600,
+        tpm=60_000,
+        clock=clock,
+        kind=kind,
+        model_limits={"gpt-4o": (60, None), "o3": (None, None), "gpt-5": (None, 6000)},
+    )
+    burst = 60 if kind == "minute" else 1  # the minute kind admits the whole minute's worth at once
+    assert sum(limiter.admit("k", 10, "gpt-4o").ok for _ in range(100)) == burst
+    refused = limiter.admit("k", 10, "gpt-4o")
+    assert not refused.ok and refused.kind == "requests" and refused.limit == 60
+    assert limiter.admit("k", 10, "gpt-4o-mini").ok  # every other model: the default limits, its own pool
+    assert limiter.admit("other-key", 10, "gpt-4o").ok  # and each key its own
+    headers = limiter.headers("k", "gpt-4o").decode()
+    assert "x-ratelimit-limit-requests: 60\r\n" in headers and "tokens" not in headers
+    assert f"x-ratelimit-remaining-requests: {60 - burst}\r\n" in headers
+    headers = limiter.headers("k", "gpt-4o-mini").decode()
+    assert "x-ratelimit-limit-requests: 600\r\n" in headers and "x-ratelimit-limit-tokens: 60000\r\n" in headers
+    assert "x-ratelimit-remaining-tokens: 59990\r\n" in headers
+    assert all(limiter.admit("k", 10**6, "o3").ok for _ in range(100)) and limiter.headers("k", "o3") == b""
+    assert limiter.headers("k", "gpt-5").decode().startswith("x-ratelimit-limit-tokens: 6000\r\n")
+    assert limiter.limits_for("gpt-5") == (None, 6000) and limiter.limits_for("anything") == (600, 60_000)
+
+
+def test_model_limits_alone_enable_the_limiter() -> None:
+    limiter = Limiter(rpm=None, tpm=None, clock=FakeClock(), model_limits={"gpt-4o": (60, None)})
+    assert limiter.enabled
+    assert limiter.admit("k", 5, "gpt-4o").ok and not limiter.admit("k", 5, "gpt-4o").ok
+    assert all(limiter.admit("k", 5, "gpt-4o-mini").ok for _ in range(50))
+    assert limiter.headers("k", "gpt-4o-mini") == b""

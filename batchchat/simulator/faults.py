@@ -3,8 +3,9 @@
 Kinds (`FAULT_KINDS`):
 - `500`, `502`, `503`: that status with an OpenAI-shaped error body and no Retry-After.
 - `503_retry_after`: 503 with `Retry-After: 1`.
-- `429`: 429 `rate_limit_exceeded` body without Retry-After; `429_retry_after` adds
-  `Retry-After: 1` and `retry-after-ms: 1000`.
+- `429`: 429 `rate_limit_exceeded` body without Retry-After; `429_retry_after` adds a 1 s retry
+  header in the configured `retry_after_style` (openai: `Retry-After: 1` and `retry-after-ms: 1000`;
+  litellm: `llm_provider-retry-after`, the seconds left in the minute; none: nothing).
 - `403`: 403 `permission_denied` body.
 - `drop`: the connection is closed after the request is read, with no response.
 - `hang`: no response ever; the connection is held until the client or the server closes it.
