@@ -16,7 +16,8 @@ import traceback
 
 from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, verdict, workdir
 
-BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "batch"]
+BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "batch",
+           "pacing"]
 
 
 def main(argv: list[str] | None = None) -> int:
