@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # usage or input error: nothing was sent
     FATAL = 3  # fatal endpoint error (bad key, forbidden): the run stopped early
     OUTPUT = 4  # the output could not be used: locked by another run, or a write failed mid-run
+    SHARED_STORE_LOST = 8  # the shared budget store (--shared) stayed unreachable past --shared-timeout
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM: a rerun resumes
 
 

@@ -30,6 +30,7 @@ _LIMITS = "Limits and retries"
 _DEFAULTS = "Defaults for short lines"
 _OUTPUT = "Output and progress"
 _SIM = "Built-in simulator"
+_FLEET = "Fleet: one budget for many processes"
 
 
 def _fail(error: BatchchatError) -> typer.Exit:
@@ -68,6 +69,10 @@ def run(
     log_interval: Annotated[float | None, typer.Option(help="Seconds between progress log lines when not on a terminal [10].", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary as JSON here.", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
     config: Annotated[Path | None, typer.Option(help="TOML file of defaults for these flags (keys as flag names: rpm, base-url, ...).", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    shared: Annotated[str | None, typer.Option(help="Share every budget with the other processes and hosts on this key through Redis: redis://HOST:PORT/DB [env BATCHCHAT_SHARED].", rich_help_panel=_FLEET)] = None,  # noqa: E501
+    shared_timeout: Annotated[float | None, typer.Option(help="Seconds without Redis (dispatch paused, reconnecting) before the run stops with exit 8 [60].", rich_help_panel=_FLEET)] = None,  # noqa: E501
+    shared_fallback: Annotated[str | None, typer.Option(help="When Redis stays lost: stop (exit 8), or local: go on with local budgets (the fleet may then exceed the limit) [stop].", rich_help_panel=_FLEET)] = None,  # noqa: E501
+    shard: Annotated[str | None, typer.Option(help="K/N: run only the lines whose line number (from 0) modulo N is K; the default output gains .shardK-of-N. Join the outputs with `batchchat merge`.", rich_help_panel=_FLEET)] = None,  # noqa: E501
     simulate: Annotated[bool, typer.Option("--simulate", help="Run against the built-in simulator on a free loopback port instead of a real API.", rich_help_panel=_SIM)] = False,  # noqa: E501
     sim_rpm: Annotated[int | None, typer.Option(help="Simulator's requests/min limit [none].", rich_help_panel=_SIM)] = None,  # noqa: E501
     sim_tpm: Annotated[int | None, typer.Option(help="Simulator's tokens/min limit [none].", rich_help_panel=_SIM)] = None,  # noqa: E501
@@ -87,7 +92,8 @@ def run(
         "backoff_base": backoff_base, "backoff_max": backoff_max, "max_wait": max_wait, "adapt": adapt,
         "grace": grace, "model": model, "system": system, "max_tokens": max_tokens, "temperature": temperature,
         "endpoint": endpoint, "strict": strict or None, "progress": progress, "log_interval": log_interval,
-        "summary_json": summary_json, "handle_signals": True,
+        "summary_json": summary_json, "handle_signals": True, "shared": shared, "shared_timeout": shared_timeout,
+        "shared_fallback": shared_fallback, "shard": shard,
     }
     with ExitStack() as stack:
         try:
@@ -193,6 +199,38 @@ def tune(
     if json_path is not None:
         json_path.write_bytes(steps_json(steps, advice))
     typer.echo(f"recommended: {advice.flags()}  ({advice.reason})")
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(help="The merged output (written beside, then renamed over: crash-safe).")],
+    sources: Annotated[list[Path], typer.Argument(help="Result files to join: the outputs of a job's shards.")],
+) -> None:
+    """Join shard outputs into OUT, one line per id (a success wins over an error; among equals the last)."""
+    from batchchat.output.merge import merge as merge_outputs
+
+    try:
+        report = merge_outputs(out, sources)
+    except BatchchatError as error:
+        raise _fail(error) from None
+    typer.echo(report.render())
+
+
+@app.command()
+def status(
+    shared: Annotated[str | None, typer.Option(help="Redis URL of the fleet's budgets: list the processes drawing on each [env BATCHCHAT_SHARED].")] = None,  # noqa: E501
+    model: Annotated[list[str] | None, typer.Option(help="Name the budget of this model (for the key and --base-url given); repeatable.")] = None,  # noqa: E501
+    base_url: Annotated[str | None, typer.Option(help="API base URL the fleet uses [env OPENAI_BASE_URL].")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable that holds the API key [OPENAI_API_KEY].")] = None,  # noqa: E501
+) -> None:
+    """The fleet on a shared budget store: each budget's live processes and what each spent in the last minute."""
+    from batchchat import api
+
+    try:
+        report = api.shared_status(shared, models=model or (), base_url=base_url, api_key_env=api_key_env)
+    except BatchchatError as error:
+        raise _fail(error) from None
+    typer.echo(report)
 
 
 def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per_token: float,

@@ -8,12 +8,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 from batchchat.errors import UsageError
+from batchchat.input.shard import Shard
 from batchchat.secrets import Secret
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 ADAPT_MODES = ("auto", "on", "off")
 TRANSPORTS = ("aiohttp", "httpx")
+SHARED_FALLBACKS = ("stop", "local")
+SHARED_SCHEMES = ("redis://", "rediss://")
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
 COMPLETIONS = "/v1/completions"
@@ -86,6 +89,10 @@ class RunSettings:
     adapt: str = "auto"  # auto: learn limits from headers, adapt concurrency without them; on; off
     burst_seconds: float = 0.5  # half of a one-second server window: room for arrival jitter
     handle_signals: bool = False
+    shared: str | None = None  # redis://HOST:PORT/DB: budgets shared by every process on the key (a fleet)
+    shared_timeout: float = 60.0  # seconds without the shared store before the run stops (exit 8) or falls back
+    shared_fallback: str = "stop"  # or "local": local budgets when the shared store is lost (limits may be exceeded)
+    shard: Shard | None = None  # run only the lines whose position modulo N is K
 
     def output_path(self) -> Path:
         """Where results go."""
@@ -95,7 +102,8 @@ class RunSettings:
             return Path("stdin.results.jsonl")
         path = Path(self.input)
         stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
-        return path.with_name(stem + ".results.jsonl")
+        shard = self.shard.suffix if self.shard is not None else ""
+        return path.with_name(stem + shard + ".results.jsonl")
 
     def check(self) -> None:
         """Raise `UsageError` for values no run can work with."""
@@ -122,5 +130,13 @@ class RunSettings:
             raise UsageError(f"--endpoint must be one of {', '.join(ENDPOINTS)}, got {self.defaults.endpoint!r}")
         if self.defaults.max_tokens is not None and self.defaults.max_tokens < 1:
             raise UsageError(f"--max-tokens must be at least 1, got {self.defaults.max_tokens}")
+        if self.shared is not None and not self.shared.startswith(SHARED_SCHEMES):
+            scheme = self.shared.partition(":")[0] or self.shared[:10]  # never the rest: it may hold a password
+            raise UsageError(f"--shared must be a Redis URL (redis://HOST:PORT/DB or rediss://...), got {scheme!r}...")
+        if self.shared_timeout < 0:
+            raise UsageError(f"--shared-timeout must be 0 or more, got {self.shared_timeout:g}")
+        if self.shared_fallback not in SHARED_FALLBACKS:
+            raise UsageError(f"--shared-fallback must be one of {', '.join(SHARED_FALLBACKS)}, "
+                             f"got {self.shared_fallback!r}")
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")

@@ -83,6 +83,7 @@ def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed
     repeated: set[int] = set()
     lines = 0
     first = 1  # the number of the block's first line
+    shard = settings.shard
     for block in iter_blocks(path):
         skipped = _skip_block(plan, first, block, unmet) if unmet else 0
         if skipped:
@@ -91,6 +92,9 @@ def scan(path: Path, display: str, settings: RunSettings, done: set[str], failed
             continue
         for line_no, raw in block_lines(first, block):
             lines += 1
+            if shard is not None and not shard.owns(line_no):  # --shard: another shard's line (input/shard.py)
+                _mark_skipped(plan, line_no, 1, done=False)
+                continue
             custom_id = _done_id(raw, line_no, done) if done else None
             if custom_id is None:
                 item = parse_line(raw, line_no, settings.defaults)
@@ -144,13 +148,15 @@ def _skip_block(plan: Plan, first: int, block: bytes, unmet: set[str]) -> int:
     return len(ids)
 
 
-def _mark_skipped(plan: Plan, line_no: int, count: int) -> None:
+def _mark_skipped(plan: Plan, line_no: int, count: int, done: bool = True) -> None:
+    """Mark lines not to be sent: done already (counted as skipped), or another shard's (`done` False)."""
     skip = plan.skip
     end = line_no + count
     if len(skip) < end:
         skip.extend(bytes(end - len(skip) + 1024))
     skip[line_no:end] = bytes([_SKIP]) * count
-    plan.skipped += count
+    if done:
+        plan.skipped += count
 
 
 def _done_id(raw: bytes, line_no: int, done: set[str]) -> str | None:
