@@ -353,21 +353,25 @@ class SharedStore:
     # -- being listed ----------------------------------------------------------------------------------------
 
     async def keep_listed(self, info: Mapping[str, str | int | float], every: float = HEARTBEAT_EVERY) -> None:
-        """Register this process on every budget it draws on and heartbeat them every `every` seconds, until
-        cancelled. Silent while the store is away (the outage is reported by the budget operations)."""
-        registered: set[str] = set()
+        """Register this process on each budget as it first draws on it, and heartbeat them every `every`
+        seconds, until cancelled. Quiet while the store is away (the budget operations report the outage)."""
+        registered: dict[str, None] = {}
+        last = -every
         while True:
-            if self.state == _UP:
+            new = [key for key in self._keys if key not in registered]
+            due = self._clock() - last >= every
+            if self.state == _UP and (new or due):
                 try:
-                    for key in list(self._keys):
-                        if key in registered:
+                    for key in new:
+                        await self.inner.register(key, self.process_id, info)
+                        registered[key] = None
+                    if due:
+                        for key in registered:
                             await self.inner.heartbeat(key, self.process_id)
-                        else:
-                            await self.inner.register(key, self.process_id, info)
-                            registered.add(key)
+                        last = self._clock()
                 except SharedStoreUnavailable:
-                    pass  # the next admission notices and handles it
-            await self._sleep(every)
+                    pass
+            await self._sleep(min(every, 0.5))
 
 
 # -- watching a fleet ------------------------------------------------------------------------------------------
