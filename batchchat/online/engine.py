@@ -9,7 +9,7 @@ id, freeze the summary). It raises only `BatchchatError`s.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +43,25 @@ if TYPE_CHECKING:
     import httpx
 
 
+def _open_shared(settings: RunSettings, echo: Callable[[str], None]) -> Any:
+    """The shared budget store of --shared (Redis, with the outage policy of pacing/shared.py)."""
+    try:
+        from batchchat.pacing.shared import open_shared
+    except ImportError as exc:  # the redis extra is not installed
+        raise UsageError(f"--shared: {exc}") from None
+    return open_shared(settings, echo)
+
+
+def _process_info(settings: RunSettings) -> dict[str, str | int | float]:
+    """What `batchchat status --shared` shows of this process (never a key or a model name)."""
+    import os
+    import socket
+    import time
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "output": settings.output_path().name,
+            "shard": str(settings.shard) if settings.shard else "-", "started": round(time.time())}
+
+
 class Engine:
     """One run of one job file. `run()` returns the summary; it raises only `BatchchatError`s."""
 
@@ -60,6 +79,7 @@ class Engine:
         self._on_result = on_result
         self._echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self._redact = Redactor(settings.endpoint.api_key)
+        self._shared = _open_shared(settings, self._echo) if settings.shared else None  # --shared: Redis budgets
         self._pacer = Pacer(settings)
         self._control = StopControl(settings.grace, self._echo)
 
@@ -148,16 +168,19 @@ class Engine:
                 written = anyio.Event()
                 tg.start_soon(self._write, stage, receive, written)
                 tg.start_soon(progress.run)
+                if self._shared is not None:
+                    tg.start_soon(self._shared.keep_listed, _process_info(settings))
                 if settings.handle_signals:
                     tg.start_soon(control.watch_signals, lambda: counters.in_flight)
                     tg.start_soon(collect_periodically)  # the CLI owns the process and paused the collector
                 try:
                     async with anyio.create_task_group() as workers:
                         control.workers_scope = workers.cancel_scope
-                        pool = WorkerPool(workers, requester.work)
+                        pool = WorkerPool(workers, self._lost_stops(requester.work))
                         control.dispatch_scope = anyio.CancelScope()
                         with control.dispatch_scope:
-                            await dispatch(plan, settings, self._pacer, counters, control, pool, send)
+                            await self._lost_stops(dispatch)(plan, settings, self._pacer, counters, control, pool,
+                                                             send)
                         pool.close()  # the workers finish what they hold, then end
                 finally:
                     send.close()
@@ -167,6 +190,24 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 await sender.aclose()
+                if self._shared is not None:
+                    await self._shared.close()
+
+    def _lost_stops(self, work: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """`work` where the shared budget store lost past --shared-timeout stops the run (exit 8) instead of
+        failing the task group: in-flight requests get the grace period, as for any stop."""
+        if self._shared is None:
+            return work
+
+        async def guarded(*args: Any) -> None:
+            from batchchat.pacing.shared import SharedStoreLost
+
+            try:
+                await work(*args)
+            except SharedStoreLost as lost:
+                self._control.fail(ExitCode.SHARED_STORE_LOST, str(lost))
+
+        return guarded
 
     async def _write(self, stage: WriteStage, receive: Any, written: anyio.Event) -> None:
         """The write stage; a failure stops the run at once (nothing more can be recorded)."""

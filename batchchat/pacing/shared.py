@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from batchchat.errors import BatchchatError, ExitCode
+from batchchat.errors import BatchchatError, ExitCode, UsageError
 from batchchat.pacing.bucket import Limits, capacity
 from batchchat.pacing.redis_store import SharedStoreUnavailable
 from batchchat.pacing.store import BudgetStore, LocalStore, ProcessInfo, Snapshot
@@ -372,6 +372,18 @@ class SharedStore:
                 except SharedStoreUnavailable:
                     pass
             await self._sleep(min(every, 0.5))
+
+
+def open_shared(settings: Any, echo: Callable[[str], None]) -> SharedStore:
+    """The store of a run with `--shared` (`settings`: `RunSettings`): a `RedisStore` behind the outage policy."""
+    from batchchat.pacing.redis_store import RedisStore
+
+    try:
+        inner = RedisStore(settings.shared)
+    except ValueError as exc:
+        raise UsageError(f"--shared: {exc}") from None
+    return SharedStore(inner, url=inner.url, timeout=settings.shared_timeout, fallback=settings.shared_fallback,
+                       echo=echo)
 
 
 # -- watching a fleet ------------------------------------------------------------------------------------------
