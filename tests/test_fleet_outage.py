@@ -4,6 +4,7 @@ Redis is back, the run stops after `--shared-timeout` (exit 8), or falls back to
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import anyio
@@ -54,8 +55,8 @@ async def test_an_outage_pauses_admission_and_what_happened_meanwhile_is_replaye
         await store.adjust_requests(KEY, LIMITS, -1.0)
         await store.pause(KEY, LIMITS, 20.0)
         assert store.state == "down" and "dispatch paused" in said[0] and "then stop (exit 8)" in said[0]
-        snap = await store.snapshot(KEY, LIMITS)  # a read answers 'full' (nothing to reconcile) and the cooldown
-        assert (snap.requests, snap.tokens, snap.cooldown) == (5.0, 500.0, 20.0)
+        snap = await store.snapshot(KEY, LIMITS)  # the cooldown kept here; levels with nothing beyond to charge
+        assert (snap.requests, snap.tokens, snap.cooldown) == (math.inf, math.inf, 20.0)
         fake.on_sleep = lambda count: redis_server.start() if count == 3 else None  # back on the 3rd retry
         wait = await store.reserve(KEY, LIMITS, 100)  # blocks through the outage, never admits without Redis
         assert fake.sleeps == [RETRY_FIRST, RETRY_FIRST * 2, RETRY_FIRST * 4]

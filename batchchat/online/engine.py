@@ -204,8 +204,8 @@ class Engine:
 
             try:
                 await work(*args)
-            except SharedStoreLost as lost:
-                self._control.fail(ExitCode.SHARED_STORE_LOST, str(lost))
+            except* SharedStoreLost as lost:  # a group when it comes from a task group inside `work`
+                self._control.fail(ExitCode.SHARED_STORE_LOST, str(lost.exceptions[0]))
 
         return guarded
 

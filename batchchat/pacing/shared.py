@@ -4,8 +4,7 @@ Every budget operation goes to the shared store. When it raises `SharedStoreUnav
 - dispatch pauses: `reserve` (and `reserve_spend`) wait, so nothing is sent unbudgeted, while the connection
   is retried with a growing backoff (`RETRY_FIRST` doubling to `RETRY_MAX` seconds);
 - what must still reach the budget (settles, refunds, a 429's cooldown, learned limits) is kept, summed per
-  budget, and replayed once the store answers again; a read (`snapshot`) answers as if the budget were full,
-  so that header reconciliation charges nothing it cannot check;
+  budget, and replayed once the store answers again;
 - after `timeout` seconds without the store, the run stops with `SharedStoreLost` (exit 8), unless `fallback`
   is "local": then budgets are kept in this process (`LocalStore`, primed: paced from the first request),
   loudly, because N processes pacing alone may together spend N times the limit; the shared store is tried
@@ -16,6 +15,7 @@ It also keeps this process listed on every budget it draws on (`keep_listed`: re
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import socket
@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from batchchat.errors import BatchchatError, ExitCode, UsageError
-from batchchat.pacing.bucket import Limits, capacity
+from batchchat.pacing.bucket import Limits
 from batchchat.pacing.redis_store import SharedStoreUnavailable
 from batchchat.pacing.store import BudgetStore, LocalStore, ProcessInfo, Snapshot
 
@@ -266,19 +266,26 @@ class SharedStore:
             item.cooldown_until = max(item.cooldown_until, self._clock() + pause)
 
     async def snapshot(self, key: str, limits: Limits) -> Snapshot:
-        """See `BudgetStore.snapshot`; while the store is away, a full budget (nothing to reconcile)."""
+        """See `BudgetStore.snapshot`: the cooldown as the fleet sees it, and levels that leave nothing to charge.
+
+        A budget's header reconciliation charges what the server counts beyond what this process accounts for
+        (another client on the key). In a fleet the shared budget already holds every process's spending, and
+        against a window server each process would take the others' sends for a stranger's: the fleet would
+        charge itself several times over. So the levels read here are unbounded (nothing beyond them to
+        charge); the true levels stay in the store (`inner.snapshot`).
+        """
         if self.state == _LOCAL:
             return await self.local.snapshot(key, limits)
+        cooldown = 0.0
         if self.state == _UP:
             try:
-                return await self.inner.snapshot(key, limits)
+                cooldown = (await self.inner.snapshot(key, limits)).cooldown
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
-        item = self._pending.get(key)
-        cooldown = 0.0 if item is None else max(0.0, item.cooldown_until - self._clock())
-        requests = 0.0 if limits.rpm is None else capacity(limits.rpm, limits.burst_seconds)
-        tokens = 0.0 if limits.tpm is None else capacity(limits.tpm, limits.burst_seconds)
-        return Snapshot(requests, tokens, cooldown)
+        if self.state != _UP:
+            item = self._pending.get(key)
+            cooldown = 0.0 if item is None else max(0.0, item.cooldown_until - self._clock())
+        return Snapshot(math.inf, math.inf, cooldown)
 
     async def publish_limits(self, key: str, rpm: float | None, tpm: float | None) -> None:
         """See `BudgetStore.publish_limits` (kept and replayed while the store is away)."""
