@@ -52,6 +52,24 @@ def _open_shared(settings: RunSettings, echo: Callable[[str], None]) -> Any:
     return open_shared(settings, echo)
 
 
+def _stop_on_lost(shared: Any, control: StopControl,
+                  work: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """`work` where the shared budget store lost past --shared-timeout stops the run (exit 8) instead of failing
+    the task group: in-flight requests get the grace period, as for any stop."""
+    if shared is None:
+        return work
+
+    async def guarded(*args: Any) -> None:
+        from batchchat.pacing.shared import SharedStoreLost
+
+        try:
+            await work(*args)
+        except* SharedStoreLost as lost:  # a group when it comes from a task group inside `work`
+            control.fail(ExitCode.SHARED_STORE_LOST, str(lost.exceptions[0]))
+
+    return guarded
+
+
 def _process_info(settings: RunSettings) -> dict[str, str | int | float]:
     """What `batchchat status --shared` shows of this process (never a key or a model name)."""
     import os
@@ -176,11 +194,11 @@ class Engine:
                 try:
                     async with anyio.create_task_group() as workers:
                         control.workers_scope = workers.cancel_scope
-                        pool = WorkerPool(workers, self._lost_stops(requester.work))
+                        pool = WorkerPool(workers, _stop_on_lost(self._shared, control, requester.work))
                         control.dispatch_scope = anyio.CancelScope()
                         with control.dispatch_scope:
-                            await self._lost_stops(dispatch)(plan, settings, self._pacer, counters, control, pool,
-                                                             send)
+                            await _stop_on_lost(self._shared, control, dispatch)(plan, settings, self._pacer,
+                                                                                 counters, control, pool, send)
                         pool.close()  # the workers finish what they hold, then end
                 finally:
                     send.close()
@@ -192,22 +210,6 @@ class Engine:
                 await sender.aclose()
                 if self._shared is not None:
                     await self._shared.close()
-
-    def _lost_stops(self, work: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
-        """`work` where the shared budget store lost past --shared-timeout stops the run (exit 8) instead of
-        failing the task group: in-flight requests get the grace period, as for any stop."""
-        if self._shared is None:
-            return work
-
-        async def guarded(*args: Any) -> None:
-            from batchchat.pacing.shared import SharedStoreLost
-
-            try:
-                await work(*args)
-            except* SharedStoreLost as lost:  # a group when it comes from a task group inside `work`
-                self._control.fail(ExitCode.SHARED_STORE_LOST, str(lost.exceptions[0]))
-
-        return guarded
 
     async def _write(self, stage: WriteStage, receive: Any, written: anyio.Event) -> None:
         """The write stage; a failure stops the run at once (nothing more can be recorded)."""
