@@ -11,11 +11,13 @@ import anyio
 from helpers import chat_lines, run_options, write_jobs
 
 import batchchat
-from batchchat.config.settings import CHAT
+from batchchat.config.settings import CHAT, RunSettings
 from batchchat.input.parse import Job
 from batchchat.pacing.adaptive import AimdController, ConcurrencyGate
+from batchchat.pacing.budget import Budget
 from batchchat.pacing.headers import RateLimitHeaders
-from batchchat.pacing.limiter import RateLimiter
+from batchchat.pacing.pacer import Pacer
+from batchchat.pacing.store import LocalStore
 from batchchat.pacing.tokens import PromptEstimator
 from batchchat.simulator import Simulator
 
@@ -28,7 +30,7 @@ def test_headers_are_read_and_absent_headers_say_so() -> None:
 
 
 async def test_auto_mode_learns_the_limits_from_the_first_answer() -> None:
-    limiter = RateLimiter(auto=True, burst_seconds=0.5)
+    limiter = Budget(LocalStore(), "k", "gpt-4o-mini", burst_seconds=0.5)
     await limiter.acquire(10)  # the probe goes alone
     waiter_done = anyio.Event()
 
@@ -40,37 +42,28 @@ async def test_auto_mode_learns_the_limits_from_the_first_answer() -> None:
         tg.start_soon(second)
         await anyio.sleep(0.05)
         assert not waiter_done.is_set()  # held until the probe's answer
-        limiter.observe(200, RateLimitHeaders(limit_requests=600, limit_tokens=60000))
+        await limiter.observe(200, RateLimitHeaders(limit_requests=600, limit_tokens=60000), None)
     assert (limiter.rpm, limiter.tpm, limiter.headers_seen) == (600, 60000, True)
 
 
 async def test_a_probe_without_an_answer_lets_another_ask() -> None:
-    limiter = RateLimiter(auto=True)
+    limiter = Budget(LocalStore(), "k", "gpt-4o-mini")
     await limiter.acquire(1)
     async with anyio.create_task_group() as tg:
         tg.start_soon(limiter.acquire, 1)
         await anyio.sleep(0.02)
-        limiter.observe(None, None)  # the probe timed out: the waiter becomes the next probe
+        await limiter.observe(None, None, None)  # the probe timed out: the waiter becomes the next probe
     assert limiter.headers_seen is None
 
 
-async def test_headers_never_raise_a_configured_limit() -> None:
-    limiter = RateLimiter(rpm=100, tpm=1000, auto=True)
-    limiter.observe(200, RateLimitHeaders(limit_requests=10_000, limit_tokens=2_000_000))
-    assert (limiter.rpm, limiter.tpm) == (100, 1000)
-    limiter.observe(200, RateLimitHeaders(limit_requests=50, limit_tokens=500))
-    assert (limiter.rpm, limiter.tpm) == (50, 500)
-
-
-async def test_spend_by_another_client_is_charged_here_at_once() -> None:
-    limiter = RateLimiter(rpm=6000, burst_seconds=0.5)  # 100/s, bucket 50
-    await limiter.acquire(1)
-    # the server says 50 of its 6,000 are spent though we spent 1: someone else is on the key
-    limiter.observe(200, RateLimitHeaders(limit_requests=6000, remaining_requests=5950))
-    start = time.monotonic()
-    for _ in range(20):
-        await limiter.acquire(1)
-    assert time.monotonic() - start >= 0.1  # without the charge, 20 fit in the bucket at once
+async def test_each_model_probes_and_learns_its_own_limits() -> None:
+    pacer = Pacer(RunSettings(input="x"))
+    mini, embed = pacer.budget("gpt-4o-mini"), pacer.budget("text-embedding-3-small")
+    await mini.acquire(1)
+    await embed.acquire(1)  # not held by the other model's probe
+    await mini.observe(200, RateLimitHeaders(limit_requests=30_000, limit_tokens=150_000_000), None)
+    await embed.observe(200, RateLimitHeaders(limit_requests=3_000, limit_tokens=1_000_000), None)
+    assert (mini.rpm, mini.tpm, embed.rpm, embed.tpm) == (30_000, 150_000_000, 3_000, 1_000_000)
 
 
 async def test_gate_resizes_while_tasks_wait() -> None:

@@ -1,7 +1,7 @@
-"""The dual budget: smooth pacing, large requests, settling, and the shared cooldown.
+"""A model's budget paces requests and tokens: no burst at the start, large requests, settling, cooldowns.
 
-Timing assertions are one-sided where the machine's noise could only make things slower: a limiter may
-never let traffic through faster than its budget, so "took at least" holds on any machine.
+Pacing is tested on a fake clock (time moves only when the budget sleeps), so the figures are exact and
+nothing sleeps; one test on the real clock checks that the seam is wired, with a one-sided bound only.
 """
 
 from __future__ import annotations
@@ -10,92 +10,112 @@ import time
 
 import anyio
 import pytest
+from test_budget import FakeClock, make_budget
 
-from batchchat.pacing.limiter import RateLimiter
+from batchchat.pacing.budget import Budget
+from batchchat.pacing.store import LocalStore
 
 
-async def _acquire_all(limiter: RateLimiter, n: int, tokens: int = 1) -> float:
-    start = time.monotonic()
+async def _acquire_all(budget: Budget, clock: FakeClock, n: int, tokens: int = 1) -> float:
+    start = clock.now
     for _ in range(n):
-        await limiter.acquire(tokens)
-    return time.monotonic() - start
+        await budget.acquire(tokens)
+    return clock.now - start
 
 
 async def test_no_minute_sized_burst_at_start() -> None:
-    # 6,000 rpm = 100/s: 150 requests cannot finish before ~1.5 s
-    limiter = RateLimiter(rpm=6000)
-    elapsed = await _acquire_all(limiter, 150)
-    assert elapsed >= 1.45
+    clock = FakeClock()
+    budget = make_budget(clock, rpm=6000)  # 100/s
+    assert await _acquire_all(budget, clock, 150) == pytest.approx(1.49, abs=0.005)  # the first at once
 
 
 async def test_paced_from_the_first_request_and_bursts_only_after_idling() -> None:
-    limiter = RateLimiter(rpm=6000, burst_seconds=0.2)  # 100/s, a bucket of 20
-    assert await _acquire_all(limiter, 21) >= 0.19  # no burst at the start
-    await anyio.sleep(0.25)  # idle: the bucket drains
-    assert await _acquire_all(limiter, 20) < 0.15  # then a burst of up to 0.2 s of budget
-    assert await _acquire_all(limiter, 20) >= 0.15
+    clock = FakeClock()
+    budget = make_budget(clock, rpm=6000, burst_seconds=0.2)  # 100/s, a bucket of 20
+    assert await _acquire_all(budget, clock, 21) == pytest.approx(0.2, abs=0.005)  # no burst at the start
+    clock.now += 0.25  # idle: the bucket drains
+    assert await _acquire_all(budget, clock, 20) == 0.0  # then a burst of 0.2 s of budget
+    assert await _acquire_all(budget, clock, 20) == pytest.approx(0.2, abs=0.005)
 
 
 async def test_token_budget_paces_by_tokens() -> None:
-    limiter = RateLimiter(tpm=60_000)  # 1,000 tokens/s
-    elapsed = await _acquire_all(limiter, 6, tokens=500)  # the first at once, 2,500 tokens paced
-    assert elapsed >= 2.4
+    clock = FakeClock()
+    budget = make_budget(clock, tpm=60_000)  # 1,000 tokens/s
+    # the first at once, then 2,500 tokens paced (a bucket of 500 primed full)
+    assert await _acquire_all(budget, clock, 6, tokens=500) == pytest.approx(2.5, abs=0.01)
 
 
 async def test_request_larger_than_the_bucket_is_neither_rejected_nor_starved() -> None:
-    limiter = RateLimiter(tpm=6_000)  # 100 tokens/s, bucket 100
-    with anyio.fail_after(2):
-        await limiter.acquire(250)  # passes on an empty bucket, leaves 150 of debt
-    start = time.monotonic()
-    await limiter.acquire(10)  # must wait for the debt to drain (~1.5 s)
-    assert time.monotonic() - start >= 1.4
+    clock = FakeClock()
+    budget = make_budget(clock, tpm=6_000)  # 100 tokens/s, a bucket of 50
+    clock.now += 10
+    await budget.acquire(1)  # start the budget
+    clock.now += 10  # ...and let it drain
+    assert await _acquire_all(budget, clock, 1, tokens=250) == 0.0  # an empty bucket takes it whole
+    assert await _acquire_all(budget, clock, 1, tokens=10) >= 2.0  # the debt drains first
 
 
 async def test_refund_lets_the_next_request_through_sooner() -> None:
-    limiter = RateLimiter(tpm=6_000)
-    await limiter.acquire(100)
-    limiter.settle(-100)  # the request cost nothing after all
-    with anyio.fail_after(0.5):
-        await limiter.acquire(100)
+    clock = FakeClock()
+    budget = make_budget(clock, tpm=6_000)
+    await budget.acquire(50)
+    await budget.settle(-50)  # the request cost nothing after all
+    assert await _acquire_all(budget, clock, 1, tokens=50) == 0.0
 
 
 async def test_extra_charge_slows_the_next_request() -> None:
-    limiter = RateLimiter(tpm=6_000)
-    await limiter.acquire(10)
-    limiter.settle(90)
-    start = time.monotonic()
-    await limiter.acquire(50)
-    assert time.monotonic() - start >= 0.4
+    clock = FakeClock()
+    budget = make_budget(clock, tpm=6_000)
+    await budget.acquire(10)
+    await budget.settle(200)  # it cost far more than estimated
+    assert await _acquire_all(budget, clock, 1, tokens=10) >= 2.0
 
 
-async def test_pause_holds_every_caller() -> None:
-    limiter = RateLimiter()
-    limiter.pause(0.3)
-    start = time.monotonic()
-    async with anyio.create_task_group() as tg:
-        for _ in range(5):
-            tg.start_soon(limiter.acquire, 1)
-    assert time.monotonic() - start >= 0.29
-    assert limiter.cooldown_remaining == 0
+async def test_pause_holds_every_caller_and_resumes_paced() -> None:
+    clock = FakeClock()
+    budget = make_budget(clock, rpm=6000)
+    await budget.acquire(1)
+    await budget.pause(3.0)
+    assert await budget.cooldown_remaining() == 3.0
+    # after the cooldown the bucket is full: 10 more go at the paced rate, not in a burst
+    assert await _acquire_all(budget, clock, 10) == pytest.approx(3.1, abs=0.01)
 
 
 async def test_pause_reaches_a_request_already_waiting_for_capacity() -> None:
-    limiter = RateLimiter(rpm=600)  # 10/s, bucket 10
-    await _acquire_all(limiter, 10)
-    start = time.monotonic()
+    clock = FakeClock()
+    budget = make_budget(clock, rpm=60)  # one a second
+    await budget.acquire(1)
+    done = anyio.Event()
+
+    async def second() -> None:
+        await budget.acquire(1)
+        done.set()
+
     async with anyio.create_task_group() as tg:
-        tg.start_soon(limiter.acquire, 1)
-        await anyio.sleep(0.01)
-        limiter.pause(0.5)
-    assert time.monotonic() - start >= 0.5
+        tg.start_soon(second)
+        await anyio.lowlevel.checkpoint()
+        await budget.pause(5.0)  # a 429 came in while it waited
+    assert clock.now >= 1_000_020.0 + 5.0
 
 
 async def test_unlimited_is_free() -> None:
-    limiter = RateLimiter()
-    assert await _acquire_all(limiter, 10_000, tokens=10**6) < 1.0
+    clock = FakeClock()
+    budget = make_budget(clock)
+    budget.headers_seen = False  # a server without limits
+    assert await _acquire_all(budget, clock, 1000, tokens=10_000) == 0.0
 
 
-@pytest.mark.parametrize("rpm", [1, 10])
+@pytest.mark.parametrize("rpm", [1, 30, 59])
 async def test_slow_budgets_still_admit_one_request(rpm: int) -> None:
-    with anyio.fail_after(1):
-        await RateLimiter(rpm=rpm).acquire(1)
+    clock = FakeClock()
+    budget = make_budget(clock, rpm=rpm)
+    assert await _acquire_all(budget, clock, 1) == 0.0
+    assert await _acquire_all(budget, clock, 1) == pytest.approx(60 / rpm, rel=1e-6)
+
+
+async def test_the_real_clock_paces_too() -> None:
+    budget = Budget(LocalStore(), "k", "gpt-4o-mini", rpm=6000)  # 100/s on the real clock
+    start = time.monotonic()
+    for _ in range(31):
+        await budget.acquire(1)
+    assert time.monotonic() - start >= 0.29  # a limiter may never be faster than its budget

@@ -51,6 +51,7 @@ def run(
     transport: Annotated[str | None, typer.Option(help="HTTP client: aiohttp (fast) or httpx (httpx's own transport) [aiohttp].", rich_help_panel=_ENDPOINT)] = None,  # noqa: E501
     rpm: Annotated[float | None, typer.Option(help="Requests per minute budget [no limit].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     tpm: Annotated[float | None, typer.Option(help="Tokens per minute budget, charged prompt + max_tokens x n up front [no limit].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
+    model_limit: Annotated[list[str] | None, typer.Option("--model-limit", help="Limits of one model, MODEL=RPM,TPM (either may be empty), in place of --rpm/--tpm for it (repeatable).", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", help="Most requests in flight at once [64].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     max_attempts: Annotated[int | None, typer.Option(help="Attempts per request, the first included [5].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
     deadline: Annotated[float | None, typer.Option(help="Seconds one request may take over all its attempts [900].", rich_help_panel=_LIMITS)] = None,  # noqa: E501
@@ -88,7 +89,7 @@ def run(
         "input": input, "output": output, "base_url": base_url, "api_key_env": api_key_env,
         "azure_api_version": azure_api_version, "header": header, "timeout": timeout,
         "connect_timeout": connect_timeout, "transport": transport, "rpm": rpm, "tpm": tpm,
-        "concurrency": concurrency, "max_attempts": max_attempts, "deadline": deadline,
+        "model_limit": model_limit, "concurrency": concurrency, "max_attempts": max_attempts, "deadline": deadline,
         "backoff_base": backoff_base, "backoff_max": backoff_max, "max_wait": max_wait, "adapt": adapt,
         "grace": grace, "model": model, "system": system, "max_tokens": max_tokens, "temperature": temperature,
         "endpoint": endpoint, "strict": strict or None, "progress": progress, "log_interval": log_interval,

@@ -51,6 +51,23 @@ def _flag(value: Any) -> bool:
     return value
 
 
+def _model_limits(value: Any) -> tuple[tuple[str, float | None, float | None], ...]:
+    """`MODEL=RPM,TPM` entries (either number may be left empty: `gpt-4o=,150000`) as (model, rpm, tpm)."""
+    limits = []
+    for entry in _texts(value):
+        model, sep, numbers = entry.partition("=")
+        rpm, comma, tpm = numbers.partition(",")
+        try:
+            parsed = tuple(float(v) if v.strip() else None for v in (rpm, tpm))
+        except ValueError:
+            parsed = (None, None)
+        if not sep or not comma or not model.strip() or parsed == (None, None) or any(
+                v is not None and v <= 0 for v in parsed):
+            raise TypeError("MODEL=RPM,TPM entries of positive numbers, one may be empty (gpt-4o-mini=500,200000)")
+        limits.append((model.strip(), parsed[0], parsed[1]))
+    return tuple(limits)
+
+
 def _texts(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
@@ -85,6 +102,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "transport": _text,
     "rpm": _number,
     "tpm": _number,
+    "model_limit": _model_limits,
     "concurrency": _whole,
     "max_attempts": _whole,
     "deadline": _number,
@@ -200,6 +218,7 @@ def build_settings(
         defaults=defaults,
         rpm=pick("rpm"),
         tpm=pick("tpm"),
+        model_limits=pick("model_limit", ()),
         concurrency=pick("concurrency", 64),
         retry=retry,
         grace=pick("grace", 30.0),

@@ -79,6 +79,8 @@ class RunSettings:
     defaults: JobDefaults = field(default_factory=JobDefaults)
     rpm: float | None = None
     tpm: float | None = None
+    # per-model limits (model, rpm, tpm) in place of rpm/tpm for the models named (--model-limit)
+    model_limits: tuple[tuple[str, float | None, float | None], ...] = ()
     concurrency: int = 64
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     grace: float = 30.0  # seconds in-flight requests get to finish after Ctrl-C / SIGTERM

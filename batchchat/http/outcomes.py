@@ -97,14 +97,15 @@ def classify(status: int, raw: bytes, headers: Mapping[str, str], redact: Redact
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait: `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    """Seconds the server asked us to wait: `retry-after-ms`, or `Retry-After` as seconds or an HTTP date, or
+    LiteLLM's `llm_provider-retry-after` (seconds) when it sends no plain one."""
     value = headers.get("retry-after-ms")
     if value:
         try:
             return max(0.0, float(value) / 1000.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
+    value = headers.get("retry-after") or headers.get("llm_provider-retry-after")
     if not value:
         return None
     try:

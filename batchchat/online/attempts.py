@@ -10,13 +10,14 @@ import orjson
 
 from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode
-from batchchat.http.outcomes import Fatal, Outcome, Retryable, Success
+from batchchat.http.outcomes import Failed, Fatal, Outcome, Retryable, Success
 from batchchat.http.retry import retry_after_failure
 from batchchat.http.sender import Sender
 from batchchat.input.parse import Job
 from batchchat.online.stop import StopControl
 from batchchat.online.write_stage import hand_over
 from batchchat.output.lines import Result
+from batchchat.pacing.budget import Ticket
 from batchchat.pacing.pacer import Pacer
 from batchchat.report.counters import Counters
 
@@ -35,9 +36,10 @@ class Requester:
         self._sender = sender
         self._results = results
 
-    async def work(self, admitted: tuple[Job, int, int]) -> None:
-        """Send one admitted request (`job`, prompt estimate, charge) to its end; its slot goes with its result."""
-        job, prompt, cost = admitted
+    async def work(self, admitted: tuple[Job, int, int, Ticket]) -> None:
+        """Send one admitted request (`job`, prompt estimate, charge, its admission) to its end; its slot goes
+        with its result."""
+        job, prompt, cost, first_ticket = admitted
         counters = self._counters
         pacer = self._pacer
         started = time.monotonic()
@@ -47,14 +49,18 @@ class Requester:
 
         async def attempt() -> Outcome:
             nonlocal attempts
+            ticket = first_ticket
             if attempts:
                 counters.retries += 1
-                await pacer.readmit(cost)
+                too_large = pacer.too_large(job, cost)  # the server may have taught a smaller limit since
+                if too_large is not None:
+                    return Failed("request_too_large", too_large)
+                ticket = await pacer.readmit(job, cost)
             attempts += 1
             counters.attempts += 1
             sent_at = time.monotonic()
             outcome = await self._sender.send(job.url, content)
-            pacer.observe(outcome, time.monotonic() - sent_at)
+            await pacer.observe(job, ticket, outcome, time.monotonic() - sent_at)
             if isinstance(outcome, Retryable) and outcome.status == 429:
                 counters.rate_limited += 1
             return outcome
@@ -70,7 +76,9 @@ class Requester:
             if isinstance(outcome, Fatal):
                 self._control.fail(ExitCode.FATAL, outcome.message)
                 return
-            result = self._result(job, outcome, attempts, time.monotonic() - started, prompt)
+            real_prompt = await pacer.settle(job, prompt, outcome.body.get("usage")) \
+                if isinstance(outcome, Success) else None
+            result = self._result(job, outcome, attempts, time.monotonic() - started, prompt, real_prompt)
             # the slot goes with the result and is freed once it is on disk: at most --concurrency answers
             # are ever paid for and not yet written, which bounds what a crash can lose
             result.holds_slot = True
@@ -80,10 +88,10 @@ class Requester:
                 pacer.release()
                 counters.in_flight -= 1
 
-    def _result(self, job: Job, outcome: Outcome, attempts: int, latency: float, prompt: int) -> Result:
+    def _result(self, job: Job, outcome: Outcome, attempts: int, latency: float, prompt: int,
+                real_prompt: int | None) -> Result:
         if isinstance(outcome, Success):
             usage = outcome.body.get("usage")
-            real_prompt = self._pacer.settle(job, prompt, usage)
             if real_prompt is not None:
                 self._counters.estimated_prompt_tokens += prompt
                 self._counters.estimated_prompt_actual += real_prompt

@@ -98,7 +98,7 @@ class Engine:
         self._echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self._redact = Redactor(settings.endpoint.api_key)
         self._shared = _open_shared(settings, self._echo) if settings.shared else None  # --shared: Redis budgets
-        self._pacer = Pacer(settings)
+        self._pacer = Pacer(settings, self._shared)
         self._control = StopControl(settings.grace, self._echo)
 
     @property

@@ -10,8 +10,10 @@ an overload signal (429, 503, a timeout). A self-hosted server
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
+from collections.abc import Callable
 
 
 class ConcurrencyGate:
@@ -60,26 +62,43 @@ class AimdController:
     """Sets a `ConcurrencyGate`'s limit from what each attempt's outcome and latency say about the server.
 
     Slow start grows the limit by half every round trip until latency starts rising or the first sign of
-    trouble; after that it grows by 5% (at least one) per round trip. Queueing is read as a gradient, not
-    against the best latency ever seen (LLM latencies vary tenfold with the answer's length): the median of
-    the last answers against a long-run average spanning about ten round trips.
+    trouble; after that it grows by 5% (at least one) per round trip. Queueing is read two ways:
+    - as a gradient, not against the best latency ever seen (LLM latencies vary tenfold with the answer's
+      length): the median of the last answers against a long-run average spanning about ten round trips. Each
+      kind of request (a model) is judged against its own average, so a change in the mix of models is not
+      taken for a queue;
+    - as the knee of throughput (Little's law: answers per second = requests in flight / latency): when the
+      requests in flight have grown by a fifth since a reference round and the throughput has not grown with
+      them (less than a third of the growth), the server is queueing (a single worker, a saturated GPU), and
+      the limit goes back to the reference and holds there for `HOLD_ROUNDS` rounds before probing again.
+    `clock` is the seam for tests.
     """
 
-    __slots__ = ("_answers", "_estimate", "_gate", "_last_cut", "_long", "_max", "_overloads", "_recent",
-                 "_samples", "_slow_start", "_tolerance")
+    HOLD_ROUNDS = 8
 
-    def __init__(self, gate: ConcurrencyGate, max_limit: int, initial: int = 8, tolerance: float = 2.0) -> None:
+    __slots__ = ("_answers", "_base", "_clock", "_estimate", "_gate", "_hold", "_last_cut", "_long", "_max",
+                 "_overloads", "_recent", "_ref", "_round_flight", "_round_latency", "_samples", "_slow_start",
+                 "_tolerance")
+
+    def __init__(self, gate: ConcurrencyGate, max_limit: int, initial: int = 8, tolerance: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._gate = gate
         self._max = max_limit
         self._estimate = float(min(initial, max_limit))
         self._tolerance = tolerance
-        self._long = 0.0
+        self._clock = clock
+        self._long = 0.0  # long-run average latency of all answers (the round trip)
+        self._base: dict[object, list[float]] = {}  # kind -> [long-run average latency, answers]
         self._samples = 0
-        self._recent: deque[float] = deque(maxlen=32)
+        self._recent: deque[float] = deque(maxlen=32)  # latencies over their kind's long-run average
         self._slow_start = True
-        self._last_cut = 0.0
+        self._last_cut = -math.inf
         self._answers = 0  # answers and overload signals in the current round (about one round trip)
         self._overloads = 0
+        self._round_latency = 0.0  # sums over the round's answers, for Little's law
+        self._round_flight = 0.0
+        self._ref: tuple[float, float] | None = None  # (in flight, throughput) of the reference round
+        self._hold = 0
         gate.set_limit(int(self._estimate))
 
     @property
@@ -87,24 +106,33 @@ class AimdController:
         """The concurrency the controller currently allows."""
         return self._gate.limit
 
-    def on_success(self, latency: float) -> None:
-        """An answer came back after `latency` seconds."""
-        self._count_round(overload=False)
+    def on_success(self, latency: float, kind: object = None) -> None:
+        """An answer came back after `latency` seconds (`kind`: what was asked, e.g. its model)."""
         self._samples += 1
         # a plain mean over the first answers, then an average that spans about ten round trips
         weight = 1.0 / self._samples if self._samples <= 32 else min(1.0, 0.1 / self._estimate)
         self._long += (latency - self._long) * weight
-        self._recent.append(latency)
+        base = self._base.setdefault(kind, [latency, 0.0])
+        base[1] += 1
+        ratio = latency / base[0] if base[0] > 0 else 1.0
+        base[0] += (latency - base[0]) * (1.0 / base[1] if base[1] <= 32 else min(1.0, 0.1 / self._estimate))
+        self._recent.append(ratio)
+        self._round_latency += latency
+        self._round_flight += self._gate.in_use + 1  # this one has just left
+        if self._count_round(overload=False):
+            return
         recent = self._recent
         if self._samples > 16 and len(recent) >= 8:
             last = sorted(list(recent)[-16:])
-            if last[len(last) // 2] / self._long > self._tolerance:
+            if last[len(last) // 2] > self._tolerance:
                 self._cut(0.9)
                 return
             # as TCP's HyStart: latency is rising, stop growing fast (judged on more answers: a false
             # exit costs speed for the rest of the run)
-            if self._slow_start and len(recent) == recent.maxlen and sorted(recent)[16] / self._long > 1.5:
+            if self._slow_start and len(recent) == recent.maxlen and sorted(recent)[16] > 1.5:
                 self._slow_start = False
+        if self._hold:
+            return
         # per round trip: x1.5 in slow start, then +5% (at least one), so a limit in the thousands is
         # reached in tens of round trips, not thousands
         step = 0.5 if self._slow_start else max(1.0, 0.05 * self._estimate) / self._estimate
@@ -121,14 +149,45 @@ class AimdController:
         if self._overloads >= 2 and self._overloads > 0.1 * self._answers:
             self._cut(0.5)
 
-    def _count_round(self, overload: bool) -> None:
+    def _count_round(self, overload: bool) -> bool:
+        """Count an answer; at a round's end judge its throughput. True when that moved the limit."""
+        moved = False
         if self._answers >= max(self._estimate, 20.0):
+            moved = self._end_round()
             self._answers = self._overloads = 0
+            self._round_latency = self._round_flight = 0.0
         self._answers += 1
         self._overloads += overload
+        return moved
+
+    def _end_round(self) -> bool:
+        """Little's law over the round: did the throughput grow with the requests in flight?"""
+        successes = self._answers - self._overloads
+        if successes < 8 or self._round_latency <= 0.0:
+            return False
+        flight = self._round_flight / successes
+        throughput = flight / (self._round_latency / successes)
+        if self._hold:
+            self._hold -= 1
+        ref = self._ref
+        if ref is None or flight < ref[0] / 1.2 or throughput > ref[1] * (flight / ref[0]):
+            self._ref = (flight, throughput)  # a first round, one after a cut, or one that scaled fully
+            return False
+        if flight < ref[0] * 1.2:
+            return False
+        if throughput - ref[1] >= ref[1] * (flight / ref[0] - 1.0) / 3.0:
+            self._ref = (flight, throughput)  # still scaling with the requests in flight
+            return False
+        # past the knee: more in flight bought (almost) nothing but queueing
+        self._slow_start = False
+        self._estimate = max(1.0, min(self._estimate, ref[0] + 1.0))
+        self._hold = self.HOLD_ROUNDS
+        self._gate.set_limit(int(self._estimate))
+        self._recent.clear()
+        return True
 
     def _cut(self, factor: float) -> None:
-        now = time.monotonic()
+        now = self._clock()
         # at most one cut per round trip: the answers already in flight reflect the old limit
         if now - self._last_cut < max(self._long, 0.01):
             return
@@ -137,4 +196,6 @@ class AimdController:
         self._estimate = max(1.0, self._estimate * factor)
         self._recent.clear()
         self._answers = self._overloads = 0
+        self._round_latency = self._round_flight = 0.0
+        self._ref = None
         self._gate.set_limit(int(self._estimate))

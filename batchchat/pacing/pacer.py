@@ -1,93 +1,138 @@
 """`Pacer`: everything that decides when a request may go, for one run, and the feedback from each answer.
 
-It holds the request-and-token budget, the concurrency gate with its controller (created when a server
-turns out to publish no limits), and the prompt-token estimator; the run asks it to admit a request, to
-re-admit a retry, and tells it what each attempt's answer said.
+It holds a `Budget` per model (made as a model is first met, its state in a `BudgetStore`: in process by
+default), the concurrency gate with its controller (created when a server turns out to publish no limits),
+and routes every admission, settle and answer to the budget of the request's model: a 429 pauses its model
+alone, and each model learns its limits from its own answers.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
 
 from batchchat.config.settings import RunSettings
 from batchchat.http.outcomes import Outcome, Retryable, Success
 from batchchat.input.parse import Job
 from batchchat.pacing.adaptive import AimdController, ConcurrencyGate
+from batchchat.pacing.budget import Budget, Ticket, budget_key
 from batchchat.pacing.headers import RateLimitHeaders
-from batchchat.pacing.limiter import RateLimiter
-from batchchat.pacing.tokens import PromptEstimator, charged_tokens, completion_cap
+from batchchat.pacing.store import BudgetStore, LocalStore
+from batchchat.pacing.tokens import charged_tokens, completion_cap
 
-DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no Retry-After
+DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no wait (the first in a row; see budget.py)
+
+
+def job_model(job: Job) -> str:
+    """The model a job asks for ("" when it names none: the server's default)."""
+    model = job.body.get("model")
+    return model if isinstance(model, str) else ""
 
 
 class Pacer:
-    """The budget, the concurrency gate and the estimator of one run."""
+    """The budgets per model, the concurrency gate and its controller, of one run."""
 
-    __slots__ = ("_aimd", "_settings", "estimator", "limiter", "slots")
+    __slots__ = ("_aimd", "_clock", "_settings", "_sleep", "budgets", "slots", "store")
 
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(
+        self,
+        settings: RunSettings,
+        store: BudgetStore | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
+    ) -> None:
         self._settings = settings
-        self.limiter = RateLimiter(settings.rpm, settings.tpm, settings.burst_seconds, auto=settings.adapt != "off")
+        self._clock = clock
+        self._sleep = sleep
+        self.store: BudgetStore = store if store is not None else LocalStore(clock)
+        self.budgets: dict[str, Budget] = {}
         self.slots = ConcurrencyGate(settings.concurrency)
-        self._aimd = AimdController(self.slots, settings.concurrency) if settings.adapt == "on" else None
-        self.estimator = PromptEstimator()
+        self._aimd = (AimdController(self.slots, settings.concurrency, clock=clock)
+                      if settings.adapt == "on" else None)
+
+    def budget(self, model: str) -> Budget:
+        """The budget of `model`, made with its limits (`--model-limit`, else `--rpm`/`--tpm`) when first met."""
+        budget = self.budgets.get(model)
+        if budget is None:
+            settings = self._settings
+            rpm, tpm = settings.rpm, settings.tpm
+            for name, model_rpm, model_tpm in settings.model_limits:
+                if name == model:
+                    rpm, tpm = model_rpm, model_tpm
+            endpoint = settings.endpoint
+            key = budget_key(endpoint.api_key.reveal() if endpoint.api_key else "", endpoint.base_url, model)
+            budget = self.budgets[model] = Budget(
+                self.store, key, model, rpm=rpm, tpm=tpm, burst_seconds=settings.burst_seconds,
+                adapt=settings.adapt, max_wait=settings.retry.max_wait, clock=self._clock, sleep=self._sleep)
+        return budget
 
     @property
     def headers_seen(self) -> bool | None:
-        """Whether the server sent x-ratelimit headers (None: no answer yet)."""
-        return self.limiter.headers_seen
+        """Whether the server sent x-ratelimit headers (any model; None: no answer yet)."""
+        seen = [b.headers_seen for b in self.budgets.values() if b.headers_seen is not None]
+        return any(seen) if seen else None
 
     def charge(self, job: Job) -> tuple[int, int]:
         """(prompt estimate, whole up-front charge) of a job: the prompt plus its completion cap."""
-        prompt = self.estimator.estimate(job)
+        prompt = self.budget(job_model(job)).estimator.estimate(job)
         return prompt, prompt + completion_cap(job)
 
-    def too_large(self, cost: int) -> str | None:
-        """Why a request of `cost` tokens can never be admitted, or None."""
-        tpm = self._settings.tpm
-        if tpm and cost > tpm:
-            return (f"the request is estimated at {cost:,} tokens (prompt + max_tokens x n), "
-                    f"more than the whole --tpm budget of {tpm:,.0f}")
-        return None
+    def too_large(self, job: Job, cost: int) -> str | None:
+        """Why a request of `cost` tokens can never be admitted by its model's budget, or None."""
+        return self.budget(job_model(job)).too_large(cost)
 
-    async def admit(self, cost: int) -> None:
-        """Wait for a concurrency slot, then for the budget; on cancellation nothing stays taken."""
+    async def admit(self, job: Job, cost: int) -> Ticket:
+        """Wait for a concurrency slot, then for the model's budget; on cancellation nothing stays taken."""
         await self.slots.acquire()
         try:
-            await self.limiter.acquire(cost)
+            return await self.budget(job_model(job)).acquire(cost)
         except BaseException:
             self.slots.release()
             raise
 
-    async def readmit(self, cost: int) -> None:
-        """A retry re-acquires rate capacity (its slot is still held)."""
-        await self.limiter.acquire(cost)
+    async def readmit(self, job: Job, cost: int) -> Ticket:
+        """A retry re-acquires its model's budget (its slot is still held)."""
+        return await self.budget(job_model(job)).acquire(cost)
 
     def release(self) -> None:
         """Give a concurrency slot back."""
         self.slots.release()
 
-    def settle(self, job: Job, prompt: int, usage: object) -> int | None:
+    async def settle(self, job: Job, prompt: int, usage: object) -> int | None:
         """Settle the up-front charge against a success's real prompt tokens; returns them (None if unknown)."""
         real = charged_tokens(usage if isinstance(usage, dict) else None)
         if real is not None:
-            self.limiter.settle(real - prompt)
-            self.estimator.learn(job, real)
+            budget = self.budget(job_model(job))
+            await budget.settle(real - prompt)
+            budget.estimator.learn(job, real)
         return real
 
-    def observe(self, outcome: Outcome, latency: float) -> None:
-        """Feed one answer to the budget (rate-limit headers, a 429's cooldown) and the concurrency controller."""
+    async def observe(self, job: Job, ticket: Ticket | None, outcome: Outcome, latency: float) -> None:
+        """Feed one answer to its model's budget (headers, a 429) and to the concurrency controller."""
+        budget = self.budget(job_model(job))
         answered = isinstance(outcome, Success | Retryable) and outcome.status is not None
-        headers = outcome.headers if answered else None  # type: ignore[union-attr]
-        self.limiter.observe(outcome.status if answered else None,  # type: ignore[union-attr]
-                             RateLimitHeaders.parse(headers) if headers is not None else None)
-        if isinstance(outcome, Retryable) and outcome.status == 429:
-            wait = outcome.retry_after if outcome.retry_after is not None else DEFAULT_429_COOLDOWN
-            self.limiter.pause(min(wait, self._settings.retry.max_wait))
+        raw = outcome.headers if answered else None  # type: ignore[union-attr]
+        headers = RateLimitHeaders.parse(raw) if raw is not None else None
+        status = outcome.status if answered else None  # type: ignore[union-attr]
+        refused = isinstance(outcome, Retryable) and outcome.status == 429
+        # a refused attempt's charge goes back before the headers are compared with what we spent
+        if refused:
+            await budget.refused(ticket, outcome.retry_after)  # type: ignore[union-attr]
+            ticket = None
+        elif isinstance(outcome, Success):
+            budget.answered()
+        await budget.observe(status, headers, ticket)
         settings = self._settings
         if self._aimd is None:
-            if settings.adapt != "auto" or self.limiter.headers_seen is not False or settings.rpm or settings.tpm:
+            if (settings.adapt != "auto" or self.headers_seen is not False or settings.rpm or settings.tpm
+                    or settings.model_limits):
                 return
-            self._aimd = AimdController(self.slots, settings.concurrency)  # a server with no limits
+            self._aimd = AimdController(self.slots, settings.concurrency, clock=self._clock)  # no limits known
         if isinstance(outcome, Success):
-            self._aimd.on_success(latency)
+            self._aimd.on_success(latency, budget.model)
         elif isinstance(outcome, Retryable) and (outcome.status in (429, 503) or outcome.reason == "timeout"):
             self._aimd.on_overload()
