@@ -64,7 +64,7 @@ SCENARIOS = ("shared", "alone", "strict", "skew", "outage", "overhead")
 class RedisProcess:
     """A redis-server on a fixed free loopback port, pinned to the server core; `stop()`/`start()` again."""
 
-    def __init__(self) -> None:
+    def __init__(self, pin: bool = True) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise SystemExit("redis-server is not installed (make bench installs it; or apt-get install redis-server)")
@@ -74,7 +74,7 @@ class RedisProcess:
         self.directory = tempfile.mkdtemp(prefix="batchchat-bench-redis-")
         self.command = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                         "no", "--dir", self.directory]
-        if shutil.which("taskset"):
+        if pin and shutil.which("taskset"):
             self.command = ["taskset", "-c", str(SERVER_CPU), *self.command]
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -108,8 +108,8 @@ class RedisProcess:
 
 
 @contextlib.contextmanager
-def redis() -> Iterator[RedisProcess]:
-    server = RedisProcess()
+def redis(pin: bool = True) -> Iterator[RedisProcess]:
+    server = RedisProcess(pin)
     server.start()
     try:
         yield server
@@ -218,7 +218,8 @@ def _fleet(name: str, work: Path, seconds: float, *, url: str | None, kind: str 
 def _analyse(run: dict[str, Any]) -> dict[str, Any]:
     stats = run["stats"]
     series = stats["series"]
-    steady = series[HEAD:len(series) - TAIL] if len(series) > HEAD + TAIL + 2 else series
+    first = next((i for i, row in enumerate(series) if row["requests"]), 0)  # from the first admission
+    steady = series[first + HEAD:len(series) - TAIL] if len(series) > first + HEAD + TAIL + 2 else series
     per_s = RPM / 60
     rate = sum(s["requests"] for s in steady) / max(1, len(steady))
     worst = max((s["requests"] for s in steady), default=0)
@@ -260,6 +261,8 @@ def _plot(runs: dict[str, dict[str, Any]]) -> str | None:
     import matplotlib.pyplot as plt
 
     shown = [name for name in ("shared", "alone") if name in runs]
+    if not shown:
+        return None
     fig, axes = plt.subplots(len(shown), 1, figsize=(10, 3.6 * len(shown)), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], shown, strict=True):
         run = runs[name]
@@ -336,7 +339,7 @@ def run(quick: bool, work: Path, only: tuple[str, ...] = SCENARIOS) -> Section:
         m = r["merge"]
         intact = m["all_ids"] and m["written"] == r["n"] and m["failed"] == 0
         data[name] = {**a, "wall": r["wall"], "codes": r["codes"], "merge": m, "outage": r["outage"],
-                      "series": r["stats"]["series"], "samples": r["samples"]}
+                      "series": r["stats"]["series"], "samples": r["samples"], "stderr": r["stderr"]}
         rows.append([labels[name], r["n"], f"{a['pct']:.1%}", f"{a['worst_pct']:.0%}", a["n429"],
                      f"{a['pct429']:.2%}", r["wall"], " ".join(map(str, r["codes"])),
                      "yes" if intact else "**no**"])
@@ -364,7 +367,8 @@ def run(quick: bool, work: Path, only: tuple[str, ...] = SCENARIOS) -> Section:
     body = [
         f"{PROCS} processes, two \"hosts\" (separate working directories, host B {HOST_B_DELAY:g} s later), "
         f"`--shard K/{PROCS}` of one file each, one key and model, each told the whole limit ({RPM:,} RPM; "
-        f"tokens not binding), latency 200-2,000 ms. Steady part: the first {HEAD} s and the last {TAIL} s cut. "
+        f"tokens not binding), latency 200-2,000 ms. Steady part: from the first admitted request, the first "
+        f"{HEAD} s and the last {TAIL} s cut. "
         "\"Intact\": after `batchchat merge` of the four outputs, every id once and none failed.", "",
         table(["scenario", "requests", "admitted, % of limit", "worst second", "429s", "429 %", "wall s",
                "exit codes", "intact"], rows), "",

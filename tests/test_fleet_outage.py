@@ -14,7 +14,7 @@ from redis_server import RedisServer
 from batchchat.errors import ExitCode
 from batchchat.pacing.bucket import Limits
 from batchchat.pacing.redis_store import RedisStore
-from batchchat.pacing.shared import RETRY_FIRST, SharedStore, SharedStoreLost
+from batchchat.pacing.shared import LEASE_TTL, RETRY_FIRST, SharedStore, SharedStoreLost, lease_size
 
 KEY = "0123abcd" * 8
 LIMITS = Limits(rpm=600.0, tpm=60_000.0, burst_seconds=0.5)  # 10 requests/s, 1,000 tokens/s; 5 / 500 held
@@ -148,6 +148,35 @@ async def test_waiters_share_one_reconnection_loop(redis_url: str, redis_server:
                 tg.start_soon(reserve)
         assert results == [0.0] * 20 and len(fake.sleeps) == 4  # one loop retried for all twenty
         assert sum("unreachable" in line for line in said) == 1
+    finally:
+        redis_server.start()
+        await store.close()
+
+
+async def test_a_lease_serves_requests_without_a_round_trip_and_what_is_unused_goes_back(
+        redis_url: str, redis_server: RedisServer) -> None:
+    fake, said = FakeTime(), []
+    store = _store(redis_url, fake, said, timeout=30.0)
+    big = Limits(rpm=60_000.0, tpm=None)  # 1,000 requests/s, 500 held: a lease of 16 is 3% of its burst
+    assert lease_size(big, 0) == 16 and lease_size(LIMITS, 100) == 1  # 6,000 RPM and less: no lease
+    assert lease_size(Limits(rpm=None, tpm=60_000_000.0), 10_000) == 2  # tokens bound it too
+    try:
+        assert await store.reserve(KEY, big, 0) == 0.0
+        assert (await store.inner.snapshot(KEY, big)).requests == pytest.approx(500 + 15)  # primed, +16
+        redis_server.stop()
+        for _ in range(15):  # served from the lease: no round trip (Redis is not even there)
+            assert await store.reserve(KEY, big, 0) == 0.0
+        assert store.state == "up" and said == []
+        fake.on_sleep = lambda count: redis_server.start() if count == 1 else None
+        assert await store.reserve(KEY, big, 0) == 0.0  # the lease is spent: the shared store again
+        assert store.outages == 1 and store.state == "up"
+        level = (await store.inner.snapshot(KEY, big)).requests  # Redis came back empty: primed again, +16
+        assert level == pytest.approx(515.0)
+        fake.now += LEASE_TTL  # the 15 left unused go back when the lease expires, and a new lease is taken
+        assert await store.reserve(KEY, big, 0) == 0.0
+        assert (await store.inner.snapshot(KEY, big)).requests == pytest.approx(515.0 - 250.0 - 15.0 + 16.0)
+        await store.pause(KEY, big, 1.0)  # a 429 gives the lease back: nothing more goes on it
+        assert KEY not in store._leases
     finally:
         redis_server.start()
         await store.close()

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 
 from batchchat.errors import BatchchatError, ExitCode, UsageError
-from batchchat.pacing.bucket import Limits
+from batchchat.pacing.bucket import Limits, capacity
 from batchchat.pacing.redis_store import SharedStoreUnavailable
 from batchchat.pacing.store import BudgetStore, LocalStore, ProcessInfo, Snapshot
 
@@ -36,6 +36,10 @@ DEFAULT_TIMEOUT = 60.0  # seconds without the shared store before the run stops 
 RETRY_FIRST = 0.1  # seconds before the first reconnection attempt; doubles each time...
 RETRY_MAX = 2.0  # ...up to this
 PROBE_EVERY = 5.0  # seconds between attempts to get back to the shared store after falling back to local
+LEASE_MAX = 16  # requests one round trip may take for this process ahead of need...
+LEASE_SHARE = 0.05  # ...and at most this share of the budget's burst (so a lease never makes a burst of its own)
+LEASE_TTL = 0.25  # seconds a lease is kept; what is left of it then goes back to the budget
+FLUSH_EVERY = 0.05  # seconds between round trips that carry settles and refunds (summed per budget meanwhile)
 HEARTBEAT_EVERY = 5.0  # seconds between heartbeats (a process is dropped after `store.PROCESS_TTL` of silence)
 
 
@@ -55,6 +59,27 @@ class _Pending:
     cooldown_until: float = 0.0  # on this process's clock
     rpm: float | None = None
     tpm: float | None = None
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Requests (and their tokens) this process took from the shared budget ahead of need, until `until`."""
+
+    limits: Limits
+    requests: float
+    tokens: float
+    until: float
+
+
+def lease_size(limits: Limits, tokens: float) -> int:
+    """How many requests one round trip takes: at most `LEASE_MAX`, and at most `LEASE_SHARE` of the budget's
+    burst in requests and in tokens (a budget of 6,000 RPM holds 50 requests: no lease, 1 at a time)."""
+    size = float(LEASE_MAX)
+    if limits.rpm is not None:
+        size = min(size, LEASE_SHARE * capacity(limits.rpm, limits.burst_seconds))
+    if limits.tpm is not None and tokens > 0:
+        size = min(size, LEASE_SHARE * capacity(limits.tpm, limits.burst_seconds) / tokens)
+    return max(1, int(size))
 
 
 _UP, _DOWN, _LOCAL, _LOST = "up", "down", "local", "lost"
@@ -91,6 +116,9 @@ class SharedStore:
         self._next_probe = 0.0
         self._lock = anyio.Lock()
         self._pending: dict[str, _Pending] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._flushed = -math.inf
+        self._flushing = False
         self._spend_pending: list[tuple[str, float, float]] = []
         self._keys: dict[str, None] = {}  # budgets drawn on, in order (for keep_listed)
         self.process_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -167,26 +195,44 @@ class SharedStore:
         )
 
     async def _replay(self) -> None:
-        """Tell the store what happened while it was away (each budget's sums, once)."""
+        """Send the store what it has not been told yet (each budget's sums, once); what a failure leaves unsent
+        stays pending. Changes made meanwhile by other tasks start a new pending entry."""
         now = self._clock()
         for key in list(self._pending):
-            item = self._pending[key]
-            if item.tokens:
-                await self.inner.adjust(key, item.limits, item.tokens)
-                item.tokens = 0.0
-            if item.requests:
-                await self.inner.adjust_requests(key, item.limits, item.requests)
-                item.requests = 0.0
-            if item.cooldown_until > now:
-                await self.inner.pause(key, item.limits, item.cooldown_until - now)
+            item = self._pending.pop(key)
+            try:
+                if item.tokens:
+                    await self.inner.adjust(key, item.limits, item.tokens)
+                    item.tokens = 0.0
+                if item.requests:
+                    await self.inner.adjust_requests(key, item.limits, item.requests)
+                    item.requests = 0.0
+                if item.cooldown_until > now:
+                    await self.inner.pause(key, item.limits, item.cooldown_until - now)
                 item.cooldown_until = 0.0
-            if item.rpm is not None or item.tpm is not None:
-                await self.inner.publish_limits(key, item.rpm, item.tpm)
-            del self._pending[key]
+                if item.rpm is not None or item.tpm is not None:
+                    await self.inner.publish_limits(key, item.rpm, item.tpm)
+                    item.rpm = item.tpm = None
+            except BaseException:
+                self._restore(key, item)
+                raise
         while self._spend_pending:
             cap_key, reserved, actual = self._spend_pending[0]
             await self.inner.settle_spend(cap_key, reserved, actual)
             self._spend_pending.pop(0)
+        self._flushed = self._clock()
+
+    def _restore(self, key: str, item: _Pending) -> None:
+        """Put back what `_replay` could not send, summed with anything pending since."""
+        later = self._pending.get(key)
+        if later is None:
+            self._pending[key] = item
+            return
+        later.tokens += item.tokens
+        later.requests += item.requests
+        later.cooldown_until = max(later.cooldown_until, item.cooldown_until)
+        later.rpm = later.rpm if later.rpm is not None else item.rpm
+        later.tpm = later.tpm if later.tpm is not None else item.tpm
 
     async def _admitting(self) -> bool:
         """Before an admission: True to use the shared store, False to use the local one; waits through an
@@ -215,15 +261,48 @@ class SharedStore:
     # -- BudgetStore ---------------------------------------------------------------------------------------
 
     async def reserve(self, key: str, limits: Limits, tokens: float) -> float:
-        """See `BudgetStore.reserve`: waits while the shared store is unreachable (nothing unbudgeted)."""
+        """See `BudgetStore.reserve`: from this process's lease when it holds one, else from the shared store
+        (taking a new lease); waits while the shared store is unreachable (nothing unbudgeted)."""
         self._keys[key] = None
+        lease = self._leases.get(key)
+        if lease is not None:
+            if (lease.requests >= 1.0 and lease.tokens + 1e-9 >= tokens and lease.limits == limits
+                    and self._clock() < lease.until and self.state == _UP):
+                lease.requests -= 1.0
+                lease.tokens -= tokens
+                return 0.0
+            await self._give_back(key)
         while True:
             if not await self._admitting():
                 return await self.local.reserve(key, limits, tokens)
             try:
-                return await self.inner.reserve(key, limits, tokens)
+                return await self._reserve_leasing(key, limits, tokens)
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
+
+    async def _reserve_leasing(self, key: str, limits: Limits, tokens: float) -> float:
+        """One request now, plus a lease of `size - 1` more (and their tokens, as many as this one's) when the
+        budget is large enough that a few requests are a small share of its burst: one round trip to take the
+        lot and its tokens atomically, one more to charge the extra requests."""
+        size = lease_size(limits, tokens)
+        if size > 1:
+            wait = await self.inner.reserve(key, limits, tokens * size)
+            if wait == 0.0:
+                await self.inner.adjust_requests(key, limits, size - 1.0)
+                self._leases[key] = _Lease(limits, size - 1.0, tokens * (size - 1), self._clock() + LEASE_TTL)
+                return 0.0
+        return await self.inner.reserve(key, limits, tokens)
+
+    async def _give_back(self, key: str) -> None:
+        """Return what is left of a lease to the budget (an expired one, or one that does not fit a request)."""
+        lease = self._leases.pop(key, None)
+        if lease is not None and (lease.requests > 0.0 or lease.tokens > 0.0):
+            await self._change(key, lease.limits, tokens=-lease.tokens, requests=-lease.requests)
+
+    async def _give_back_expired(self) -> None:
+        now = self._clock()
+        for key in [key for key, lease in self._leases.items() if now >= lease.until]:
+            await self._give_back(key)
 
     async def adjust(self, key: str, limits: Limits, tokens: float) -> None:
         """See `BudgetStore.adjust` (kept and replayed while the store is away)."""
@@ -239,31 +318,38 @@ class SharedStore:
 
     async def _change(self, key: str, limits: Limits, *, tokens: float = 0.0, requests: float = 0.0,
                       pause: float = 0.0) -> None:
+        """Settles and refunds are summed per budget and sent at most every `FLUSH_EVERY` seconds (one round trip
+        for many answers); a cooldown goes at once. While the store is away they wait for it."""
         if self.state == _LOCAL:
-            store: BudgetStore = self.local
-        elif self.state == _UP:
-            store = self.inner
-        else:
-            store = None  # type: ignore[assignment]
-        if store is not None:
-            try:
-                if tokens:
-                    await store.adjust(key, limits, tokens)
-                    tokens = 0.0
-                if requests:
-                    await store.adjust_requests(key, limits, requests)
-                    requests = 0.0
-                if pause:
-                    await store.pause(key, limits, pause)
-                    pause = 0.0
-                return
-            except SharedStoreUnavailable as exc:
-                self._lost_contact(exc)
+            if tokens:
+                await self.local.adjust(key, limits, tokens)
+            if requests:
+                await self.local.adjust_requests(key, limits, requests)
+            if pause:
+                await self.local.pause(key, limits, pause)
+            return
+        if pause and key in self._leases:  # a 429: nothing more goes on what this process leased
+            await self._give_back(key)
         item = self._pending_for(key, limits)
         item.tokens += tokens
         item.requests += requests
         if pause:
             item.cooldown_until = max(item.cooldown_until, self._clock() + pause)
+        await self.flush(force=bool(pause))
+
+    async def flush(self, force: bool = False) -> None:
+        """Send pending settles now if `FLUSH_EVERY` has passed since the last time (or `force`)."""
+        if self.state != _UP or self._flushing or not (self._pending or self._spend_pending):
+            return
+        if not force and self._clock() - self._flushed < FLUSH_EVERY:
+            return
+        self._flushing = True
+        try:
+            await self._replay()
+        except SharedStoreUnavailable as exc:
+            self._lost_contact(exc)
+        finally:
+            self._flushing = False
 
     async def snapshot(self, key: str, limits: Limits) -> Snapshot:
         """See `BudgetStore.snapshot`: the cooldown as the fleet sees it, and levels that leave nothing to charge.
@@ -296,7 +382,7 @@ class SharedStore:
                 return
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
-        item = self._pending_for(key, Limits())
+        item = self._pending.get(key) or self._pending_for(key, Limits())  # keeps the limits of a pending charge
         item.rpm = rpm if rpm is not None else item.rpm
         item.tpm = tpm if tpm is not None else item.tpm
 
@@ -354,7 +440,10 @@ class SharedStore:
         return await self.local.spent(cap_key)
 
     async def close(self) -> None:
-        """Release the shared store's connections."""
+        """Give back the leases and send what is pending (if the store answers), then release its connections."""
+        for key in list(self._leases):
+            await self._give_back(key)
+        await self.flush(force=True)
         await self.inner.close()
 
     # -- being listed ----------------------------------------------------------------------------------------
@@ -378,7 +467,9 @@ class SharedStore:
                         last = self._clock()
                 except SharedStoreUnavailable:
                     pass
-            await self._sleep(min(every, 0.5))
+            await self._give_back_expired()
+            await self.flush()
+            await self._sleep(min(every, LEASE_TTL))
 
 
 def open_shared(settings: Any, echo: Callable[[str], None]) -> SharedStore:
