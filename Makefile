@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow lint bench bench-quick clean redis-server
+.PHONY: install run test test-slow lint bench bench-quick clean redis-server faketime
 
 install: $(STAMP)
 
@@ -30,11 +30,11 @@ test: lint redis-server
 test-slow: install redis-server
 	$(BIN)/python -m pytest -q -m slow
 
-bench: install
+bench: install redis-server faketime
 	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,bench]'
 	$(BIN)/python -m benchmarks.run_all
 
-bench-quick: install
+bench-quick: install redis-server faketime
 	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,bench]'
 	$(BIN)/python -m benchmarks.run_all --quick
 
@@ -54,6 +54,20 @@ redis-server:
 	  fi; \
 	}
 	@command -v redis-server >/dev/null 2>&1 || { echo "error: redis-server still not on PATH" >&2; exit 1; }
+
+# The fleet benchmark offsets one process's clock with libfaketime (Debian package faketime); only the benchmark
+# needs it. Installed like redis-server when missing and we are root; without it that one scenario is skipped.
+faketime:
+	@command -v faketime >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "faketime not found: installing the Debian package faketime (for the fleet benchmark's clock skew)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null \
+	      || echo "warning: apt-get could not install faketime; the clock-skew scenario will be skipped" >&2; \
+	  else \
+	    echo "warning: faketime is not on PATH (sudo apt-get install faketime; macOS: brew install libfaketime);" >&2; \
+	    echo "  the fleet benchmark's clock-skew scenario will be skipped" >&2; \
+	  fi; \
+	}
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache jobs/*.results.jsonl

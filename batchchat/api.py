@@ -4,7 +4,7 @@ read results back. Each CLI command maps its flags to one function here."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from functools import partial
@@ -122,6 +122,35 @@ def estimate(input: str | Path, output: str | Path | None = None, *, prices: str
             caps = {job.custom_id: (str(job.body.get("model")), completion_cap(job)) for job in jobs()}
             learned = learn_completion_ratio(previous, caps)
         return estimate_jobs(jobs(), table, learned)
+
+
+def shared_status(url: str | None, *, models: Sequence[str] = (), base_url: str | None = None,
+                  api_key_env: str | None = None) -> str:
+    """`batchchat status --shared`: each budget in the shared store, its live processes and what each spent in
+    the last minute, as text. `models` name budgets of this key (env) and endpoint; others show as a hash."""
+    import os
+
+    from batchchat.config.settings import DEFAULT_BASE_URL, SHARED_SCHEMES
+    from batchchat.errors import UsageError
+
+    url = url or os.environ.get("BATCHCHAT_SHARED")
+    if not url or not url.startswith(SHARED_SCHEMES):
+        raise UsageError("status needs --shared redis://HOST:PORT/DB (or BATCHCHAT_SHARED)")
+    try:
+        from batchchat.pacing.redis_store import namespace, redact_url
+        from batchchat.pacing.shared import SharedStoreLost, fleet_status, render_status
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
+    from batchchat.pacing.redis_store import SharedStoreUnavailable
+
+    key = os.environ.get(api_key_env or "OPENAI_API_KEY", "")
+    base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    labels = {namespace(key, base, model): model for model in models}
+    try:
+        budgets = anyio.run(lambda: fleet_status(url, labels), backend_options=backend_options())
+    except SharedStoreUnavailable as exc:
+        raise SharedStoreLost(str(exc)) from None
+    return render_status(redact_url(url), budgets)
 
 
 def backend_options() -> dict[str, Any]:

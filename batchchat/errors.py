@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     SPENDING_CAP = 5  # --max-cost reached: dispatch stopped, in-flight requests finished; a higher cap resumes
     OUT_OF_CREDIT = 6  # the account is out of credit (429 insufficient_quota): the run stopped at once
     DEAD_ENDPOINT = 7  # the endpoint cannot be reached, or answers every request with the same failure
+    SHARED_STORE_LOST = 8  # the shared budget store (--shared) stayed unreachable past --shared-timeout
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM: a rerun resumes
 
 

@@ -130,7 +130,7 @@ async def test_an_oserror_in_compaction_ends_as_exit_4_with_a_summary(
 
 SLOW_COMPACTION = """
 import sys, time
-import batchchat.online.engine as engine
+import batchchat.online.prepare as engine
 real = engine.compact
 def slow(*args):
     print("COMPACTING", file=sys.stderr, flush=True)

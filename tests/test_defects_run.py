@@ -26,6 +26,7 @@ import batchchat
 from batchchat.errors import ExitCode, ResultCallbackError, UsageError
 from batchchat.input.reader import MAX_LINE_BYTES, iter_raw_lines
 from batchchat.online import engine as engine_module
+from batchchat.online import prepare as prepare_module
 from batchchat.output import writer as writer_module
 from batchchat.simulator import Simulator, SimulatorConfig
 
@@ -106,8 +107,8 @@ async def test_the_prescan_resume_index_and_compaction_run_off_the_event_loop(
             return real(*args, **kwargs)
         return call
 
-    for name in ("load_resume_index", "scan", "compact"):
-        monkeypatch.setattr(engine_module, name, slowed(getattr(engine_module, name)))
+    for module, name in ((prepare_module, "load_resume_index"), (engine_module, "scan"), (prepare_module, "compact")):
+        monkeypatch.setattr(module, name, slowed(getattr(module, name)))
     warm = await batchchat.arun(write_jobs(tmp_path / "warm.jsonl", chat_lines(1)), **run_options(sim))
     assert warm.exit_code == 0  # the sender is imported (once per process, on the loop)
     started = time.monotonic()

@@ -30,6 +30,7 @@ _LIMITS = "Limits and retries"
 _DEFAULTS = "Defaults for short lines"
 _OUTPUT = "Output and progress"
 _SIM = "Built-in simulator"
+_FLEET = "Fleet: one budget for many processes"
 _BATCH = "Batch API (--via batch)"
 _COST = "Cost"
 
@@ -111,6 +112,10 @@ def run(
     max_cost: Annotated[str | None, typer.Option(help="Spending cap in USD: no request is sent whose worst case could pass it; then in-flight requests finish and the run exits 5 (a rerun with a higher cap resumes).", rich_help_panel=_COST)] = None,  # noqa: E501
     prices: Annotated[Path | None, typer.Option(help="Price file (TOML or JSON, USD per 1M tokens) adding or overriding models of the shipped table.", rich_help_panel=_COST)] = None,  # noqa: E501
     config: Annotated[Path | None, typer.Option(help="TOML file of defaults for these flags (keys as flag names: rpm, base-url, ...).", rich_help_panel=_OUTPUT)] = None,  # noqa: E501
+    shared: Annotated[str | None, typer.Option(help="Share every budget with the other processes and hosts on this key through Redis: redis://HOST:PORT/DB." + _default('env BATCHCHAT_SHARED'), rich_help_panel=_FLEET)] = None,  # noqa: E501
+    shared_timeout: Annotated[float | None, typer.Option(help="Seconds without Redis (dispatch paused, reconnecting) before the run stops with exit 8." + _default('60'), rich_help_panel=_FLEET)] = None,  # noqa: E501
+    shared_fallback: Annotated[str | None, typer.Option(help="When Redis stays lost: stop (exit 8), or local: go on with local budgets (the fleet may then exceed the limit)." + _default('stop'), rich_help_panel=_FLEET)] = None,  # noqa: E501
+    shard: Annotated[str | None, typer.Option(help="K/N: run only the lines whose line number (from 0) modulo N is K; the default output gains .shardK-of-N. Join the outputs with `batchchat merge`.", rich_help_panel=_FLEET)] = None,  # noqa: E501
     simulate: Annotated[bool, typer.Option("--simulate", help="Run against the built-in simulator on a free loopback port instead of a real API.", rich_help_panel=_SIM)] = False,  # noqa: E501
     sim_rpm: Annotated[int | None, typer.Option(help="Simulator's requests/min limit." + _default('none'), rich_help_panel=_SIM)] = None,  # noqa: E501
     sim_tpm: Annotated[int | None, typer.Option(help="Simulator's tokens/min limit." + _default('none'), rich_help_panel=_SIM)] = None,  # noqa: E501
@@ -140,6 +145,8 @@ def run(
         "via": via, "batch_max_requests": batch_max_requests, "batch_max_bytes": batch_max_bytes,
         "poll_interval": poll_interval, "no_wait": no_wait or None, "fallback": fallback,
         "limit": limit, "resend_changed": resend_changed or None,
+        "shared": shared, "shared_timeout": shared_timeout,
+        "shared_fallback": shared_fallback, "shard": shard,
     }
     with ExitStack() as stack:
         try:
@@ -295,10 +302,43 @@ def tune(
 
 
 @app.command()
-def status(
-    output: Annotated[Path, typer.Argument(help="The output of a run (its state file OUTPUT.status.json sits beside it).")],  # noqa: E501
+def merge(
+    out: Annotated[Path, typer.Argument(help="The merged output (written beside, then renamed over: crash-safe).")],
+    sources: Annotated[list[Path], typer.Argument(help="Result files to join: the outputs of a job's shards.")],
 ) -> None:
-    """How far the job writing OUTPUT is, from another terminal: done/total, failures, whether a run holds the lock."""
+    """Join shard outputs into OUT, one line per id (a success wins over an error; among equals the last)."""
+    from batchchat.output.merge import merge as merge_outputs
+
+    try:
+        report = merge_outputs(out, sources)
+    except BatchchatError as error:
+        raise _fail(error) from None
+    typer.echo(report.render())
+
+
+@app.command()
+def status(
+    output: Annotated[Path | None, typer.Argument(help="The output of a run (its state file OUTPUT.status.json sits beside it).")] = None,  # noqa: E501
+    shared: Annotated[str | None, typer.Option(help="Redis URL of the fleet's budgets: list the processes drawing on each [env BATCHCHAT_SHARED].")] = None,  # noqa: E501
+    model: Annotated[list[str] | None, typer.Option(help="With --shared: name the budget of this model (for the key and --base-url given); repeatable.")] = None,  # noqa: E501
+    base_url: Annotated[str | None, typer.Option(help="With --shared: API base URL the fleet uses [env OPENAI_BASE_URL].")] = None,  # noqa: E501
+    api_key_env: Annotated[str | None, typer.Option(help="With --shared: environment variable that holds the API key [OPENAI_API_KEY].")] = None,  # noqa: E501
+) -> None:
+    """How far the job writing OUTPUT is (done/total, failures, whether a run holds the lock); with --shared, the
+    fleet on a shared budget store: each budget's live processes and what each spent in the last minute."""
+    import os
+
+    if output is None and (shared or os.environ.get("BATCHCHAT_SHARED")):
+        from batchchat import api
+
+        try:
+            report = api.shared_status(shared, models=model or (), base_url=base_url, api_key_env=api_key_env)
+        except BatchchatError as error:
+            raise _fail(error) from None
+        typer.echo(report)
+        return
+    if output is None:
+        raise _fail(UsageError("status needs an OUTPUT, or --shared URL for the fleet"))
     from batchchat.report.status import describe_status
 
     text, found = describe_status(output)

@@ -1,8 +1,8 @@
 """Build `RunSettings` from flags, the environment and a TOML config file, checking every value's type.
 
-Precedence: flag > environment (`OPENAI_API_KEY` or the variable named by `--api-key-env`, `OPENAI_BASE_URL`)
-> config file (TOML, `--config`) > default. A key the file or a library caller gives that is not an option
-is an error that names it; so is a value of the wrong type (`rpm = "fast"`).
+Precedence: flag > environment (`OPENAI_API_KEY` or the variable named by `--api-key-env`, `OPENAI_BASE_URL`,
+`BATCHCHAT_SHARED`) > config file (TOML, `--config`) > default. A key the file or a library caller gives that is
+not an option is an error that names it; so is a value of the wrong type (`rpm = "fast"`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from batchchat.config.settings import (
     RunSettings,
 )
 from batchchat.errors import UsageError
+from batchchat.input.shard import Shard
 from batchchat.secrets import Secret
 
 
@@ -74,6 +75,14 @@ def _texts(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise TypeError("a list of strings")
     return tuple(value)
+
+
+def _shard(value: Any) -> Shard:
+    if isinstance(value, Shard):
+        return value
+    if not isinstance(value, str):
+        raise TypeError("K/N as a string (for example \"0/4\")")
+    return Shard.parse(value)
 
 
 def _path(value: Any) -> Path:
@@ -131,6 +140,10 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "fallback": _text,
     "prices": _path,
     "max_cost": _usd,
+    "shared": _text,
+    "shared_timeout": _number,
+    "shared_fallback": _text,
+    "shard": _shard,
 }
 # Options a library caller may also give (not from a config file).
 CALLER_ONLY: dict[str, Callable[[Any], Any]] = {"api_key": _text, "handle_signals": _flag}
@@ -241,6 +254,10 @@ def build_settings(
         batch=_batch_options(pick),
         prices=pick("prices"),
         max_cost=pick("max_cost"),
+        shared=flags.get("shared") or environ.get("BATCHCHAT_SHARED") or file_values.get("shared"),
+        shared_timeout=pick("shared_timeout", 60.0),
+        shared_fallback=pick("shared_fallback", "stop"),
+        shard=pick("shard"),
     )
     settings.check()
     return settings

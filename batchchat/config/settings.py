@@ -8,12 +8,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 from batchchat.errors import UsageError
+from batchchat.input.shard import Shard
 from batchchat.secrets import Secret
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 ADAPT_MODES = ("auto", "on", "off")
 TRANSPORTS = ("aiohttp", "httpx")
+SHARED_FALLBACKS = ("stop", "local")
+SHARED_SCHEMES = ("redis://", "rediss://")
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
 COMPLETIONS = "/v1/completions"
@@ -112,6 +115,10 @@ class RunSettings:
     batch: BatchOptions = field(default_factory=BatchOptions)
     prices: Path | None = None  # a user price file (TOML/JSON) over the shipped table
     max_cost: float | None = None  # USD: the spending cap (None: no cap)
+    shared: str | None = None  # redis://HOST:PORT/DB: budgets shared by every process on the key (a fleet)
+    shared_timeout: float = 60.0  # seconds without the shared store before the run stops (exit 8) or falls back
+    shared_fallback: str = "stop"  # or "local": local budgets when the shared store is lost (limits may be exceeded)
+    shard: Shard | None = None  # run only the lines whose position modulo N is K
 
     def output_path(self) -> Path:
         """Where results go."""
@@ -121,7 +128,8 @@ class RunSettings:
             raise UsageError("reading standard input (-) needs an output: give -o OUTPUT")
         path = Path(self.input)
         stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
-        return path.with_name(stem + ".results.jsonl")
+        shard = self.shard.suffix if self.shard is not None else ""
+        return path.with_name(stem + shard + ".results.jsonl")
 
     def check(self) -> None:
         """Raise `UsageError` for values no run can work with."""
@@ -160,5 +168,13 @@ class RunSettings:
             raise UsageError(f"--poll-interval must be positive, got {self.batch.poll_interval:g}")
         if self.max_cost is not None and not self.max_cost > 0:
             raise UsageError(f"--max-cost: must be more than zero, got {self.max_cost:g}")
+        if self.shared is not None and not self.shared.startswith(SHARED_SCHEMES):
+            scheme = self.shared.partition(":")[0] or self.shared[:10]  # never the rest: it may hold a password
+            raise UsageError(f"--shared must be a Redis URL (redis://HOST:PORT/DB or rediss://...), got {scheme!r}...")
+        if self.shared_timeout < 0:
+            raise UsageError(f"--shared-timeout must be 0 or more, got {self.shared_timeout:g}")
+        if self.shared_fallback not in SHARED_FALLBACKS:
+            raise UsageError(f"--shared-fallback must be one of {', '.join(SHARED_FALLBACKS)}, "
+                             f"got {self.shared_fallback!r}")
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")

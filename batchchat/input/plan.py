@@ -100,6 +100,7 @@ def scan(path: Path, display: str, settings: RunSettings,
     changed: list[tuple[int, str]] = []
     lines = 0
     first = 1  # the number of the block's first line
+    shard = settings.shard
     for block in iter_blocks(path):
         skipped = _skip_block(plan, first, block, done, met) if len(done) else 0
         if skipped:
@@ -108,6 +109,9 @@ def scan(path: Path, display: str, settings: RunSettings,
             continue
         for line_no, raw in block_lines(first, block):
             lines += 1
+            if shard is not None and not shard.owns(line_no):  # --shard: another shard's line (input/shard.py)
+                _mark_skipped(plan, line_no, 1, done=False)
+                continue
             item: Job | InvalidLine | None = None
             resent = False
             position = -1
@@ -220,13 +224,15 @@ def _skip_block(plan: Plan, first: int, block: bytes, done: IdIndex, met: bytear
     return len(ids)
 
 
-def _mark_skipped(plan: Plan, line_no: int, count: int) -> None:
+def _mark_skipped(plan: Plan, line_no: int, count: int, done: bool = True) -> None:
+    """Mark lines not to be sent: done already (counted as skipped), or another shard's (`done` False)."""
     skip = plan.skip
     end = line_no + count
     if len(skip) < end:
         skip.extend(bytes(end - len(skip) + 1024))
     skip[line_no:end] = bytes([_SKIP]) * count
-    plan.skipped += count
+    if done:
+        plan.skipped += count
 
 
 def _line_id(raw: bytes, line_no: int) -> str | None:

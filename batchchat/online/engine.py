@@ -8,7 +8,6 @@ id, freeze the summary). It raises only `BatchchatError`s.
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -16,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import orjson
 
 from batchchat.config.settings import RunSettings
-from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError, UsageError
+from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError
 from batchchat.http.sender import open_sender
-from batchchat.input.plan import Plan, describe_invalid, open_input, scan
+from batchchat.input.plan import Plan, open_input, scan
 from batchchat.money.guard import Spending, check_priced
 from batchchat.online.attempts import Requester
 from batchchat.online.collector import collect_periodically
@@ -30,11 +28,7 @@ from batchchat.online.health import watched
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
-from batchchat.output.compact import compact
 from batchchat.output.lines import Result
-from batchchat.output.lock import RunLock
-from batchchat.output.paths import check_output
-from batchchat.output.resume import ResumeIndex, load_resume_index
 from batchchat.output.stream import StdoutWriter, is_stdout
 from batchchat.output.writer import ResultWriter
 from batchchat.pacing.pacer import Pacer
@@ -47,33 +41,39 @@ from batchchat.secrets import Redactor
 if TYPE_CHECKING:
     import httpx
 
+from batchchat.online.fleet import open_shared, process_info, stop_on_lost
+from batchchat.online.prepare import (
+    check_plan,
+    compact_off_the_loop,
+    first_url,
+    no_key_warning,
+    open_output,
+    start_line,
+    write_summary_json,
+)
+
 
 class Engine:
     """One run of one job file. `run()` returns the summary; it raises only `BatchchatError`s."""
 
-    def __init__(
-        self,
-        settings: RunSettings,
-        *,
-        client: httpx.AsyncClient | None = None,
-        on_result: Callable[[dict[str, Any]], None] | None = None,
-        echo: Callable[[str], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: RunSettings, *, client: httpx.AsyncClient | None = None,
+                 on_result: Callable[[dict[str, Any]], None] | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.counters = Counters()
         self._client = client
         self._on_result = on_result
         self._echo = echo or (lambda text: print(text, file=sys.stderr, flush=True))
         self._redact = Redactor(settings.endpoint.api_key)
-        self._pacer = Pacer(settings)
+        self._shared = open_shared(settings, self._echo) if settings.shared else None  # --shared: Redis budgets
+        self._pacer = Pacer(settings, self._shared)
         self._control = StopControl(settings.grace, self._echo)
         self._spending: Spending | None = None  # prices loaded in _prepare (a bad price file: exit 2)
         self._url = settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
         self._sent_paths: dict[str, None] = {}  # the endpoint paths requests went to, in the order first used
 
     @property
-    def headers_seen(self) -> bool | None:
-        """Whether the server sent x-ratelimit headers (None: no answer yet)."""
+    def headers_seen(self) -> bool | None:  # whether the server sent x-ratelimit headers (None: no answer yet)
         return self._pacer.headers_seen
 
     async def run(self) -> Summary:
@@ -137,12 +137,11 @@ class Engine:
         return plan
 
     def _summary(self, display: str, output: Path) -> Summary:
-        code = self._control.exit_code
-        if code == ExitCode.OK and (self.counters.failed or self.counters.done < self.counters.total):
+        code, counters = self._control.exit_code, self.counters
+        if code == ExitCode.OK and (counters.failed or counters.done < counters.total):
             code = ExitCode.FAILURES
         used = ", ".join(map(self.settings.endpoint.url_for, self._sent_paths)) or self._url
-        summary = Summary.from_counters(self.counters, display, str(output), int(code), self._control.reason,
-                                        endpoint=used)
+        summary = Summary.from_counters(counters, display, str(output), int(code), self._control.reason, endpoint=used)
         if self._spending is not None:
             summary.cost = self._spending.to_dict(left=summary.not_finished)
         if self.settings.summary_json:
@@ -169,16 +168,20 @@ class Engine:
                 tg.start_soon(progress.run)
                 if status is not None:
                     tg.start_soon(status.run)
+                if self._shared is not None:
+                    tg.start_soon(self._shared.keep_listed, process_info(settings))
                 if settings.handle_signals:
                     tg.start_soon(control.watch_signals, lambda: counters.in_flight)
                     tg.start_soon(collect_periodically)  # the CLI owns the process and paused the collector
                 try:
                     async with anyio.create_task_group() as workers:
                         control.workers_scope = workers.cancel_scope
-                        pool = WorkerPool(workers, requester.work)
+                        pool = WorkerPool(workers, stop_on_lost(self._shared, control, requester.work))
                         control.dispatch_scope = anyio.CancelScope()
                         with control.dispatch_scope:
-                            await dispatch(plan, settings, self._pacer, counters, control, pool, send, self._spending)
+                            await stop_on_lost(self._shared, control, dispatch)(plan, settings, self._pacer,
+                                                                                 counters, control, pool, send,
+                                                                                 self._spending)
                         pool.close()  # the workers finish what they hold, then end
                 finally:
                     send.close()
@@ -188,6 +191,8 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 await sender.aclose()
+                if self._shared is not None:
+                    await self._shared.close()
 
     async def _write(self, stage: WriteStage, receive: Any, written: anyio.Event) -> None:
         """The write stage; a failure stops the run at once (nothing more can be recorded)."""
@@ -198,85 +203,3 @@ class Engine:
             raise
         finally:
             written.set()
-
-
-def first_url(path: Path, settings: RunSettings) -> str:
-    """The URL of the input's first valid request (the start line names it before anything is sent)."""
-    from batchchat.input.parse import Job, read_jobs
-
-    for item in read_jobs(path, settings.defaults):
-        if isinstance(item, Job):
-            return settings.endpoint.url_for(item.url)
-    return settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
-
-
-def start_line(s: RunSettings, plan: Plan, output: Path, url: str) -> str:
-    """The first line of a log: what runs, where to, and within which limits."""
-    done = f" ({plan.skipped:,} already done)" if plan.skipped else ""
-    limits = ", ".join(f"{name} {value:g}" for name, value in (("rpm", s.rpm), ("tpm", s.tpm)) if value)
-    return (f"run {plan.display} -> {'standard output' if is_stdout(output) else output}: "
-            f"{plan.to_run:,} requests to send{done}, to {url}; "
-            f"{limits or 'no rpm/tpm limit'}, concurrency {s.concurrency}, adapt {s.adapt}")
-
-
-def no_key_warning(settings: RunSettings) -> str:
-    """What a run without an API key says at its start (a warning: local servers need none)."""
-    return (f"batchchat: warning: {settings.endpoint.api_key_env} is not set: requests go without an API key "
-            "(fine for a local server that needs none)")
-
-
-def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: Callable[[str], None]) -> ResumeIndex:
-    """Check and lock the output (the lock released by `stack`) and read what it holds; `-`: nothing to do."""
-    if is_stdout(output):  # streamed: nothing to lock, nothing to resume from
-        return ResumeIndex()
-    check_output(output, input_path)
-    lock = RunLock(output)
-    lock.acquire()
-    stack.callback(lock.release)
-    index = load_resume_index(output)
-    if index.repair:
-        echo(f"batchchat: {index.repair}")
-    return index
-
-
-def check_plan(plan: Plan, strict: bool, echo: Callable[[str], None]) -> None:
-    """Refuse a plan with invalid lines under `--strict` or with no valid line at all; else say what is bad."""
-    # lines already done count as valid: a rerun must not turn "some lines invalid" (exit 1) into exit 2
-    if plan.invalid_count and (strict or plan.valid + plan.skipped == 0):
-        why = "--strict is set" if strict else "no line is valid"
-        raise UsageError(f"{plan.invalid_count:,} invalid lines ({why}); nothing was sent:\n" + describe_invalid(plan))
-    if plan.invalid_count:
-        echo(f"batchchat: {plan.invalid_count:,} invalid lines will get an error line in the output:\n"
-             + describe_invalid(plan))
-
-
-def write_summary_json(summary: Summary, path: Path, echo: Callable[[str], None]) -> None:
-    """`--summary-json`: the summary as JSON; a failure to write it is said, not fatal."""
-    try:
-        path.write_bytes(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2))
-    except OSError as exc:
-        echo(f"batchchat: cannot write summary {path}: {exc.strerror}")
-
-
-async def compact_off_the_loop(output: Path, retried: set[str], control: StopControl, echo: Callable[[str], None],
-                               handle_signals: bool) -> None:
-    """Compact the output in a worker thread; an interrupt meanwhile waits for it (the summary follows), and an
-    OSError stops the run with exit 4 (the output left whole, as it was)."""
-    control.task_group = control.dispatch_scope = control.workers_scope = None  # the run's scopes are gone
-    try:
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                tg.start_soon(_signals_while_compacting, echo)
-            with anyio.CancelScope(shield=True):  # an interrupt must not leave a half-made compaction
-                await anyio.to_thread.run_sync(compact, output, retried)
-            tg.cancel_scope.cancel()
-    except* OutputWriteError as group:
-        control.output_failed(str(group.exceptions[0]))
-        echo(f"batchchat: error: {group.exceptions[0]}")
-
-
-async def _signals_while_compacting(echo: Callable[[str], None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            echo(f"batchchat: {signal.Signals(signum).name}: every answer is written; the output is being "
-                 "compacted to one line per id and stops in a moment")
