@@ -70,4 +70,4 @@ faketime:
 	}
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache jobs/*.results.jsonl
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache jobs/*.results.jsonl jobs/*.status.json
