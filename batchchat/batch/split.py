@@ -18,9 +18,8 @@ import orjson
 
 from batchchat.batch.state import Chunk
 from batchchat.config.settings import EMBEDDINGS, RunSettings
-from batchchat.input.parse import InvalidLine, Job, parse_line
-from batchchat.input.plan import Plan
-from batchchat.input.reader import iter_raw_lines
+from batchchat.input.parse import InvalidLine, Job
+from batchchat.input.plan import Plan, iter_pending
 from batchchat.output.lines import Result
 from batchchat.pacing.tokens import prompt_estimate
 
@@ -129,14 +128,9 @@ def split_plan(plan: Plan, settings: RunSettings, work_dir: Path, limits: Limits
                reject: Callable[[Result], None]) -> list[Chunk]:
     """Write the plan's valid lines into chunk files; hand every line the Batch API cannot take to `reject`."""
     writer = ChunkWriter(work_dir, limits, first_n)
-    skip = plan.skip
     try:
-        for line_no, raw in iter_raw_lines(plan.path):
-            if line_no > plan.last_line:
-                break
-            if line_no < len(skip) and skip[line_no]:
-                continue
-            item = parse_line(raw, line_no, settings.defaults)
+        for item in iter_pending(plan, settings.defaults):
+            line_no = item.line_no
             if isinstance(item, InvalidLine):
                 reject(Result(item.custom_id, line_no, error_code="invalid_request",
                               error_message=item.describe(plan.display)))

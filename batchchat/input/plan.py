@@ -11,14 +11,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from batchchat.config.settings import RunSettings
+from batchchat.config.settings import JobDefaults, RunSettings
 from batchchat.errors import UsageError
 from batchchat.input.parse import InvalidLine, Job, derived_id, parse_line
 from batchchat.input.reader import LEADING_ID, block_lines, iter_blocks, iter_raw_lines, leading_ids
@@ -273,3 +273,15 @@ def describe_invalid(plan: Plan) -> str:
     if plan.invalid_count > len(plan.invalid):
         lines.append(f"(and {plan.invalid_count - len(plan.invalid)} more invalid lines)")
     return "\n".join(lines)
+
+
+def iter_pending(plan: Plan, defaults: JobDefaults) -> Iterator[Job | InvalidLine]:
+    """The plan's lines with work to do, parsed, in file order: what both paths send (done lines and other
+    shards' lines are skipped, and reading stops after the last line with work)."""
+    skip = plan.skip
+    for line_no, raw in iter_raw_lines(plan.path):
+        if line_no > plan.last_line:
+            break  # the rest is done already
+        if line_no < len(skip) and skip[line_no]:
+            continue
+        yield parse_line(raw, line_no, defaults)

@@ -29,9 +29,8 @@ import anyio
 from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode, UsageError
 from batchchat.http.outcomes import Failed, Fatal, Outcome, Retryable, Success
-from batchchat.input.parse import Job, parse_line
-from batchchat.input.plan import Plan
-from batchchat.input.reader import iter_raw_lines
+from batchchat.input.parse import Job
+from batchchat.input.plan import Plan, iter_pending
 from batchchat.money.cap import SpendLedger
 from batchchat.money.cost import CostTally, usage_tokens, usd
 from batchchat.money.prices import PER_TOKENS, PriceTable
@@ -295,13 +294,7 @@ def check_priced(plan: Plan, settings: RunSettings, table: PriceTable) -> None:
     """Before a capped run: every model of the lines to run must have a price, or the cap cannot be kept
     (`UsageError`, exit 2, nothing sent). One pass over the input, only when there is a cap."""
     models: set[str] = set()
-    skip = plan.skip
-    for line_no, raw in iter_raw_lines(plan.path):
-        if line_no > plan.last_line:
-            break
-        if line_no < len(skip) and skip[line_no]:
-            continue
-        item = parse_line(raw, line_no, settings.defaults)
+    for item in iter_pending(plan, settings.defaults):
         if isinstance(item, Job):
             models.add(str(item.body.get("model")))
     unpriced = sorted(m for m in models if table.price_for(m) is None)

@@ -16,9 +16,8 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchchat.config.settings import RunSettings
-from batchchat.input.parse import InvalidLine, Job, parse_line
-from batchchat.input.plan import Plan
-from batchchat.input.reader import iter_raw_lines
+from batchchat.input.parse import InvalidLine, Job
+from batchchat.input.plan import Plan, iter_pending
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import hand_over
@@ -36,13 +35,8 @@ async def dispatch(plan: Plan, settings: RunSettings, pacer: Pacer, counters: Co
     lanes: dict[str, ObjectSendStream[tuple[Job, int, int]]] = {}
     async with anyio.create_task_group() as group:
         try:
-            skip = plan.skip
-            for line_no, raw in iter_raw_lines(plan.path):
-                if line_no > plan.last_line:
-                    break  # the rest is done already
-                if line_no < len(skip) and skip[line_no]:
-                    continue
-                item = parse_line(raw, line_no, settings.defaults)
+            for item in iter_pending(plan, settings.defaults):
+                line_no = item.line_no
                 if isinstance(item, InvalidLine):
                     await hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
                                                     error_message=item.describe(plan.display)))
