@@ -35,8 +35,11 @@ def _mixed_input(path: Path, n_big: int, n_small: int) -> Path:
 
 
 def mixed(quick: bool, work: Path) -> dict[str, Any]:
-    """Two models, 6,000 and 600 RPM, interleaved at the ratio of their limits; the client is told nothing."""
-    big_rpm, small_rpm, seconds = 6_000, 600, (25 if quick else 50)
+    """Two models, 6,000 and 600 RPM, interleaved at the ratio of their limits; the client is told nothing.
+
+    Full mode runs three minutes of work, as the utilisation benchmark does: a run's fixed costs (process start,
+    each model's first request alone, the last answers' latency of up to 2 s) are then a few percent of it."""
+    big_rpm, small_rpm, seconds = 6_000, 600, (25 if quick else 180)
     n_big, n_small = big_rpm * seconds // 60, small_rpm * seconds // 60
     inp = _mixed_input(work / "mixed.jsonl", n_big, n_small)
     limits = {BIG: (big_rpm, 50_000_000), SMALL: (small_rpm, 5_000_000)}
