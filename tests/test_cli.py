@@ -171,3 +171,23 @@ def test_the_simulator_without_its_extra_says_how_to_install_it(args: list[str])
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "pip install 'batchchat[simulator]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sim_models_lets_a_rehearsal_use_a_self_hosted_model_name(tmp_path: Path) -> None:
+    body = {"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    lines = [{"custom_id": f"q{i}", "url": "/v1/chat/completions", "body": body} for i in range(3)]
+    src = write_jobs(tmp_path / "in.jsonl", lines)
+    refused = cli("run", str(src), "--simulate", "--progress", "off", "-o", str(tmp_path / "a.jsonl"))
+    assert refused.exit_code == 1, refused.output  # the default simulator serves OpenAI's models only
+    refusals = read_output(tmp_path / "a.jsonl")
+    assert {r["error"]["code"] for r in refusals} == {"http_404"}
+    assert {r["response"]["body"]["error"]["code"] for r in refusals} == {"model_not_found"}
+    served = cli("run", str(src), "--simulate", "--sim-models", "llama-3.1-8b", "--progress", "off",
+                 "-o", str(tmp_path / "b.jsonl"))
+    assert served.exit_code == 0, served.output
+    assert len(read_output(tmp_path / "b.jsonl")) == 3
+    anything = cli("run", str(src), "--simulate", "--sim-models", "*", "--progress", "off",
+                   "-o", str(tmp_path / "c.jsonl"))
+    assert anything.exit_code == 0, anything.output
+    empty = cli("run", str(src), "--simulate", "--sim-models", " , ", "--progress", "off")
+    assert empty.exit_code == 2 and "--sim-models" in empty.output

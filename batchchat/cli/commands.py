@@ -122,6 +122,7 @@ def run(
     sim_latency_ms: Annotated[float, typer.Option(help="Simulator's time to first token, ms.", rich_help_panel=_SIM)] = 20.0,  # noqa: E501
     sim_ms_per_token: Annotated[float, typer.Option(help="Simulator's time per completion token, ms.", rich_help_panel=_SIM)] = 0.5,  # noqa: E501
     sim_fault: Annotated[list[str] | None, typer.Option(help="Simulator fault KIND=RATE, e.g. 500=0.05 (repeatable).", rich_help_panel=_SIM)] = None,  # noqa: E501
+    sim_models: Annotated[str | None, typer.Option(help="Models the simulator serves, comma-separated, or '*' for any name (a self-hosted model); others get 404 model_not_found." + _default('current OpenAI models'), rich_help_panel=_SIM)] = None,  # noqa: E501
     via: Annotated[str | None, typer.Option(help="online: real-time requests within the rate limits; batch: the provider's Batch API, half the price, results within 24 h." + _default('online'), rich_help_panel=_BATCH)] = None,  # noqa: E501
     batch_max_requests: Annotated[int | None, typer.Option(help="Most requests per batch file." + _default('50000'), rich_help_panel=_BATCH)] = None,  # noqa: E501
     batch_max_bytes: Annotated[int | None, typer.Option(help="Most bytes per batch file." + _default('200000000'), rich_help_panel=_BATCH)] = None,  # noqa: E501
@@ -152,7 +153,7 @@ def run(
         try:
             if simulate:
                 sim = stack.enter_context(_start_simulator(sim_rpm, sim_tpm, sim_latency_ms, sim_ms_per_token,
-                                                           sim_fault or []))
+                                                           sim_fault or [], sim_models))
                 if poll_interval is None:
                     options["poll_interval"] = 0.25  # the simulator's batch window plays in seconds
                 options["base_url"] = sim.base_url
@@ -347,8 +348,9 @@ def status(
 
 
 def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per_token: float,
-                     faults: list[str]) -> Any:
+                     faults: list[str], models: str | None = None) -> Any:
     from batchchat.simulator import Simulator, SimulatorConfig
+    from batchchat.simulator.models import DEFAULT_MODELS
 
     rates: dict[str, float] = {}
     for fault in faults:
@@ -363,8 +365,11 @@ def _start_simulator(rpm: int | None, tpm: int | None, latency_ms: float, ms_per
 
     # the Batch API on a short time scale: the "24h" window is 10 minutes, a batch file runs in seconds
     batch = BatchConfig(window_seconds=600.0, validate_seconds=0.5, lines_per_second=5000.0, finalize_seconds=0.5)
+    served = DEFAULT_MODELS if models is None else tuple(m.strip() for m in models.split(",") if m.strip())
+    if not served:
+        raise typer.BadParameter(f"--sim-models must name at least one model, or '*' for any, got {models!r}")
     config = SimulatorConfig(rpm=rpm, tpm=tpm, latency_ms=latency_ms, ms_per_token=ms_per_token, jitter=0.2,
-                             fault_rates=rates, api_key=SIMULATED_KEY, batch=batch)
+                             fault_rates=rates, api_key=SIMULATED_KEY, batch=batch, models=served)
     return Simulator.in_subprocess(config)
 
 
