@@ -153,14 +153,16 @@ async def test_spending_cap(make_store: Factory) -> None:
     assert await a.reserve_spend("job-cap", 1.0, 0.4)
     assert await b.reserve_spend("job-cap", 1.0, 0.4)
     assert not await a.reserve_spend("job-cap", 1.0, 0.4)  # 1.2 > 1.0: refused, nothing reserved
-    assert await a.spent("job-cap") == 0.0
+    assert await a.cap_usage("job-cap") == (0.0, pytest.approx(0.8))
     await b.settle_spend("job-cap", 0.4, 0.1)  # cost less than reserved: 0.3 back
-    assert await a.spent("job-cap") == pytest.approx(0.1)
+    assert await a.cap_usage("job-cap") == (pytest.approx(0.1), pytest.approx(0.4))
     assert await a.reserve_spend("job-cap", 1.0, 0.5)  # 0.1 spent + 0.4 + 0.5 reserved = 1.0
     assert not await b.reserve_spend("job-cap", 1.0, 0.01)
     await a.settle_spend("job-cap", 0.4, 0.45)  # cost more than reserved
-    assert await b.spent("job-cap") == pytest.approx(0.55)
-    assert await b.spent("another-cap") == 0.0
+    assert await b.cap_usage("job-cap") == (pytest.approx(0.55), pytest.approx(0.5))
+    await b.settle_spend("job-cap", 0.5, 0.0)  # released: not billed
+    assert await a.cap_usage("job-cap") == (pytest.approx(0.55), pytest.approx(0.0))
+    assert await b.cap_usage("another-cap") == (0.0, 0.0)
 
 
 # the equivalence of the two stores: random sequences of every budget operation, explicit times

@@ -18,9 +18,9 @@ from batchchat.config.settings import JobDefaults
 from batchchat.errors import ExitCode
 from batchchat.http.outcomes import Failed, Outcome, Retryable, Success
 from batchchat.input.parse import Job, parse_line
-from batchchat.money.cap import SpendLedger
 from batchchat.money.cost import tokens_cost, usage_tokens
 from batchchat.money.guard import Spending
+from batchchat.money.ledger import LocalLedger
 from batchchat.money.prices import PriceTable
 from batchchat.pacing.tokens import prompt_estimate
 from batchchat.simulator import Simulator
@@ -148,7 +148,7 @@ def _success(prompt: int, completion: int) -> Success:
 
 def test_each_attempt_is_settled_or_released_by_what_it_may_have_cost() -> None:
     fails: list[tuple[ExitCode, str]] = []
-    spending = Spending(TABLE, SpendLedger(1.0), lambda code, message: fails.append((code, message)))
+    spending = Spending(TABLE, LocalLedger(1.0), lambda code, message: fails.append((code, message)))
     job = _job()
     worst = spending.worst_case(job, 5)
     assert worst is not None
@@ -178,7 +178,7 @@ def test_each_attempt_is_settled_or_released_by_what_it_may_have_cost() -> None:
 
 def test_dispatch_waits_for_requests_in_flight_then_the_cap_is_reached() -> None:
     fails: list[ExitCode] = []
-    spending = Spending(TABLE, SpendLedger(0.0001), lambda code, message: fails.append(code))
+    spending = Spending(TABLE, LocalLedger(0.0001), lambda code, message: fails.append(code))
     a, b = _job(100), _job(100)
     worst = spending.worst_case(a, 5)
     assert worst is not None and 0.0001 / 2 < worst < 0.0001  # one fits, two do not
@@ -209,7 +209,7 @@ def test_the_worst_case_is_worst_case_cost_of_the_padded_prompt() -> None:
     from batchchat.money.cost import worst_case_cost
     from batchchat.money.guard import PROMPT_PAD, PROMPT_SLACK
 
-    spending = Spending(TABLE, SpendLedger(1.0))
+    spending = Spending(TABLE, LocalLedger(1.0))
     job = _job(100, "gpt-4.1")
     price = TABLE.price_for("gpt-4.1")
     assert price is not None
@@ -219,7 +219,7 @@ def test_the_worst_case_is_worst_case_cost_of_the_padded_prompt() -> None:
 
 
 def test_a_prompt_estimate_found_low_pads_later_reservations_more() -> None:
-    spending = Spending(TABLE, SpendLedger(1.0))
+    spending = Spending(TABLE, LocalLedger(1.0))
     job = _job(1)
     before = spending.worst_case(job, 5)
 
@@ -230,4 +230,4 @@ def test_a_prompt_estimate_found_low_pads_later_reservations_more() -> None:
     anyio.run(main)
     after = spending.worst_case(job, 5)
     assert before is not None and after is not None and after > 2 * before
-    assert spending.ledger is not None and spending.ledger.overruns == 1
+    assert spending.ledger is not None and spending.ledger.to_dict()["overruns"] == 1

@@ -115,6 +115,7 @@ def run(
     shared: Annotated[str | None, typer.Option(help="Share every budget with the other processes and hosts on this key through Redis: redis://HOST:PORT/DB." + _default('env BATCHCHAT_SHARED'), rich_help_panel=_FLEET)] = None,  # noqa: E501
     shared_timeout: Annotated[float | None, typer.Option(help="Seconds without Redis (dispatch paused, reconnecting) before the run stops with exit 8." + _default('60'), rich_help_panel=_FLEET)] = None,  # noqa: E501
     shared_fallback: Annotated[str | None, typer.Option(help="When Redis stays lost: stop (exit 8), or local: go on with local budgets (the fleet may then exceed the limit)." + _default('stop'), rich_help_panel=_FLEET)] = None,  # noqa: E501
+    cap_name: Annotated[str | None, typer.Option(help="With --max-cost and --shared: the name of the spending cap the fleet's processes share (one cap per name, key and endpoint, kept a day after its last use)." + _default('the input file: its name, size and first MiB'), rich_help_panel=_FLEET)] = None,  # noqa: E501
     shard: Annotated[str | None, typer.Option(help="K/N: run only the lines whose line number (from 0) modulo N is K; the default output gains .shardK-of-N. Join the outputs with `batchchat merge`.", rich_help_panel=_FLEET)] = None,  # noqa: E501
     simulate: Annotated[bool, typer.Option("--simulate", help="Run against the built-in simulator on a free loopback port instead of a real API.", rich_help_panel=_SIM)] = False,  # noqa: E501
     sim_rpm: Annotated[int | None, typer.Option(help="Simulator's requests/min limit." + _default('none'), rich_help_panel=_SIM)] = None,  # noqa: E501
@@ -147,7 +148,7 @@ def run(
         "poll_interval": poll_interval, "no_wait": no_wait or None, "fallback": fallback,
         "limit": limit, "resend_changed": resend_changed or None,
         "shared": shared, "shared_timeout": shared_timeout,
-        "shared_fallback": shared_fallback, "shard": shard,
+        "shared_fallback": shared_fallback, "cap_name": cap_name, "shard": shard,
     }
     with ExitStack() as stack:
         try:

@@ -143,6 +143,7 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "shared": _text,
     "shared_timeout": _number,
     "shared_fallback": _text,
+    "cap_name": _text,
     "shard": _shard,
 }
 # Options a library caller may also give (not from a config file).
@@ -257,6 +258,7 @@ def build_settings(
         shared=flags.get("shared") or environ.get("BATCHCHAT_SHARED") or file_values.get("shared"),
         shared_timeout=pick("shared_timeout", 60.0),
         shared_fallback=pick("shared_fallback", "stop"),
+        cap_name=pick("cap_name"),
         shard=pick("shard"),
     )
     settings.check()

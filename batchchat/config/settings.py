@@ -118,6 +118,7 @@ class RunSettings:
     shared: str | None = None  # redis://HOST:PORT/DB: budgets shared by every process on the key (a fleet)
     shared_timeout: float = 60.0  # seconds without the shared store before the run stops (exit 8) or falls back
     shared_fallback: str = "stop"  # or "local": local budgets when the shared store is lost (limits may be exceeded)
+    cap_name: str | None = None  # the fleet's spending cap (--max-cost with --shared); None: from the input file
     shard: Shard | None = None  # run only the lines whose position modulo N is K
 
     def output_path(self) -> Path:
@@ -176,5 +177,8 @@ class RunSettings:
         if self.shared_fallback not in SHARED_FALLBACKS:
             raise UsageError(f"--shared-fallback must be one of {', '.join(SHARED_FALLBACKS)}, "
                              f"got {self.shared_fallback!r}")
+        if self.cap_name is not None and (self.shared is None or self.max_cost is None or not self.cap_name.strip()):
+            raise UsageError("--cap-name names the spending cap a fleet shares: it needs --max-cost and --shared, "
+                             f"and a name that is not empty (got {self.cap_name!r})")
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")

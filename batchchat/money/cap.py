@@ -33,7 +33,7 @@ from batchchat.errors import UsageError
 NANO = 1_000_000_000  # ledger units per USD
 
 
-def _units_up(amount: float) -> int:
+def units_up(amount: float) -> int:
     """USD to nano-dollars, rounded up (what a reservation holds)."""
     return math.ceil(amount * NANO - 1e-6)
 
@@ -84,7 +84,7 @@ class SpendLedger:
     def try_reserve(self, amount: float) -> bool:
         """Hold `amount` for a request about to be sent, if reserved + spent + amount stay within the cap."""
         _check("amount", amount)
-        units = _units_up(amount)
+        units = units_up(amount)
         if self._reserved + self._spent + units > self._cap:
             return False
         self._reserved += units
@@ -95,7 +95,7 @@ class SpendLedger:
         a provider's miscount: spent in full all the same, and counted in `overruns`."""
         _check("reserved", reserved)
         _check("actual", actual)
-        held, cost = _units_up(reserved), _units(actual)
+        held, cost = units_up(reserved), _units(actual)
         self._reserved = max(0, self._reserved - held)
         self._spent += cost
         if cost > held:
@@ -105,7 +105,7 @@ class SpendLedger:
     def release(self, reserved: float) -> None:
         """A request that was not sent, or certainly not billed: its reservation is given back."""
         _check("reserved", reserved)
-        self._reserved = max(0, self._reserved - _units_up(reserved))
+        self._reserved = max(0, self._reserved - units_up(reserved))
 
     def to_dict(self) -> dict[str, Any]:
         """For the summary: the cap, what was spent, what is still held, and any overrun."""

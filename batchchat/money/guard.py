@@ -14,25 +14,31 @@ body, a 200 without usage) is settled at its full reservation; an attempt certai
 answer: 429, 5xx, 4xx) is released. A retry reserves again before it is sent, so a retried request's every paid
 attempt is spent.
 
-The ledger is behind `Ledger` (`try_reserve`, `settle`, `release`, `spent`, `reserved`, `cap`): a shared one
-(Redis) can take `SpendLedger`'s place.
+The ledger is a `money.ledger.Ledger`: this process's (`LocalLedger`), or with `--shared` the fleet's
+(`SharedLedger`, in Redis), which the whole fleet never passes. Waiting for room differs only in who can free it:
+with a shared cap, other processes' requests in flight can, so a process with none of its own in flight polls the
+fleet's figures every `FLEET_POLL` seconds while the fleet holds reservations, and takes the cap as reached when
+nothing is held, or when what is held has not moved for `FLEET_PATIENCE` seconds (the reservations of a process
+that crashed: counted as spent, since they may have been billed). `clock` and `sleep` are the seams for tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
-from typing import Any, Protocol
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 
 from batchchat.config.settings import RunSettings
-from batchchat.errors import ExitCode, UsageError
+from batchchat.errors import BatchchatError, ExitCode, UsageError
 from batchchat.http.outcomes import Failed, Fatal, Outcome, Retryable, Success
 from batchchat.input.parse import Job
 from batchchat.input.plan import Plan, iter_pending
-from batchchat.money.cap import SpendLedger
 from batchchat.money.cost import CostTally, usage_tokens, usd
+from batchchat.money.ledger import Ledger, LocalLedger
 from batchchat.money.prices import PER_TOKENS, PriceTable
 from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
@@ -40,21 +46,8 @@ from batchchat.pacing.tokens import completion_cap, prompt_estimate
 PROMPT_PAD = 1.25
 PROMPT_SLACK = 16  # tokens
 CAP_REASON = "spending_cap"
-
-
-class Ledger(Protocol):
-    """What `Spending` needs of a ledger: `SpendLedger`, or a shared one."""
-
-    @property
-    def cap(self) -> float: ...
-    @property
-    def spent(self) -> float: ...
-    @property
-    def reserved(self) -> float: ...
-    def try_reserve(self, amount: float) -> bool: ...
-    def settle(self, reserved: float, actual: float) -> None: ...
-    def release(self, reserved: float) -> None: ...
-    def to_dict(self) -> dict[str, Any]: ...
+FLEET_POLL = 0.25  # seconds between looks at a shared cap while only other processes hold its reservations
+FLEET_PATIENCE = 60.0  # seconds the fleet's reservations may stand still before the cap is taken as reached
 
 
 class Spending:
@@ -64,9 +57,13 @@ class Spending:
     """
 
     def __init__(self, table: PriceTable, ledger: Ledger | None = None,
-                 fail: Callable[[ExitCode, str], None] | None = None) -> None:
+                 fail: Callable[[ExitCode, str], None] | None = None, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = anyio.sleep) -> None:
         self.table = table
         self.ledger = ledger
+        self._clock = clock
+        self._sleep = sleep
         # the hot path sums tokens per model ([answers, prompt, cached, completion]) and prices from cached rates
         self._sums: dict[str, list[int]] = {}
         self._rates: dict[str, tuple[float, float, float] | None] = {}
@@ -81,11 +78,13 @@ class Spending:
 
     @classmethod
     def for_run(cls, prices: Any, max_cost: float | None,
-                fail: Callable[[ExitCode, str], None] | None = None) -> Spending:
+                fail: Callable[[ExitCode, str], None] | None = None, ledger: Ledger | None = None) -> Spending:
         """The shipped price table plus the user's file (`UsageError` naming it when bad), and a ledger when
-        there is a cap."""
+        there is a cap (`ledger`, else this process's own)."""
         table = PriceTable.load(prices)
-        return cls(table, SpendLedger(max_cost) if max_cost is not None else None, fail)
+        if ledger is None and max_cost is not None:
+            ledger = LocalLedger(max_cost)
+        return cls(table, ledger, fail)
 
     # ---- the figures -------------------------------------------------------------------------------------
 
@@ -184,17 +183,24 @@ class Spending:
         try:
             outcome = await sender.send(job.url, content)
         except BaseException:
-            self._settle(amount, None)  # cancelled while sent: its fate is unknown
+            with anyio.CancelScope(shield=True):
+                await self._settle(amount, None)  # cancelled while sent: its fate is unknown
             raise
-        self._account(job, amount, prompt, outcome)
+        await self._account(job, amount, prompt, outcome)
         return outcome
 
-    def close(self) -> None:
-        """The run is over: give back reservations of requests that were never sent."""
-        if self.ledger is not None:
-            for amount, _ in self._holds.values():
-                self.ledger.release(amount)
-        self._holds.clear()
+    async def aclose(self) -> None:
+        """The run is over: give back reservations of requests that were never sent; a shared cap's figures are
+        read once more for the summary (quietly, if the store is away)."""
+        ledger = self.ledger
+        if ledger is None:
+            return
+        holds, self._holds = list(self._holds.values()), {}
+        for amount, _ in holds:
+            await ledger.release(amount)
+        if ledger.shared:
+            with anyio.move_on_after(2.0), contextlib.suppress(BatchchatError):  # not --shared-timeout: it is over
+                await ledger.usage()
 
     # ---- inside ------------------------------------------------------------------------------------------
 
@@ -207,52 +213,74 @@ class Spending:
             self._fail(ExitCode.USAGE, f"no price for model {model!r}: a --max-cost run cannot keep its cap "
                                        "without one (add it with --prices FILE)")
             return None
-        while not ledger.try_reserve(amount):
-            if self.capped or ledger.reserved <= 0:  # nothing in flight will free room: the cap is reached
-                self._reached(amount)
+        still: tuple[float, float, float] | None = None  # the fleet's (spent, reserved) and since when
+        while not await ledger.try_reserve(amount):
+            if self.capped:
                 return None
-            if self._room is None:
-                self._room = anyio.Event()
-            await self._room.wait()
+            if ledger.reserved > 0:  # this process's requests in flight will settle and free room
+                if self._room is None:
+                    self._room = anyio.Event()
+                if ledger.shared:  # ...and so may the fleet's: look again now and then
+                    with anyio.move_on_after(FLEET_POLL):
+                        await self._room.wait()
+                else:
+                    await self._room.wait()
+                continue
+            if ledger.shared:
+                spent, reserved = await ledger.usage()
+                now = self._clock()
+                if still is None or (spent, reserved) != still[:2]:
+                    still = (spent, reserved, now)
+                if reserved > 0 and now - still[2] < FLEET_PATIENCE:  # other processes' requests in flight
+                    await self._sleep(FLEET_POLL)
+                    continue
+            await self._reached(amount)  # nothing in flight will free room: the cap is reached
+            return None
         return amount
 
-    def _reached(self, amount: float) -> None:
-        if not self.capped:
-            self.capped = True
-            ledger = self.ledger
-            assert ledger is not None
-            self._fail(ExitCode.SPENDING_CAP,
-                       f"spending cap {usd(ledger.cap)} reached: {usd(ledger.spent)} spent, and the next request "
-                       f"may cost up to {usd(amount)}; rerun with a higher --max-cost to resume")
+    async def _reached(self, amount: float) -> None:
+        if self.capped:
+            return
+        self.capped = True
+        ledger = self.ledger
+        assert ledger is not None
+        if ledger.shared:
+            fleet, _ = await ledger.usage()
+            spent = f"{usd(fleet)} spent by the fleet ({usd(ledger.spent)} by this process)"
+        else:
+            spent = f"{usd(ledger.spent)} spent"
+        self._fail(ExitCode.SPENDING_CAP,
+                   f"spending cap {usd(ledger.cap)} reached: {spent}, and the next request may cost up to "
+                   f"{usd(amount)}; rerun with a higher --max-cost to resume")
 
-    def _account(self, job: Job, amount: float, estimate: int, outcome: Outcome) -> None:
+    async def _account(self, job: Job, amount: float, estimate: int, outcome: Outcome) -> None:
         if isinstance(outcome, Success):
             usage = outcome.body.get("usage")
             if isinstance(usage, dict):
                 cost = self._count(str(job.body.get("model")), usage)
-                self._settle(amount, amount if cost is None else cost)
+                await self._settle(amount, amount if cost is None else cost)
                 real = _tokens(usage)[0]
                 if real > estimate * self.pad:  # the estimate ran low: pad more from now on
                     self.pad = min(8.0, 1.1 * real / max(1, estimate))
                 return
-            self._settle(amount, None)  # billed, by how much it does not say
+            await self._settle(amount, None)  # billed, by how much it does not say
         elif isinstance(outcome, Retryable) and (outcome.status is None or 200 <= outcome.status < 300):
-            self._settle(amount, None)  # a timeout, a dropped connection, a broken 200: may have been billed
+            await self._settle(amount, None)  # a timeout, a dropped connection, a broken 200: may have been billed
         else:
             assert isinstance(outcome, Retryable | Failed | Fatal)
-            self._release(amount)  # an HTTP error answer: not billed
+            await self._release(amount)  # an HTTP error answer: not billed
 
-    def _settle(self, amount: float, actual: float | None) -> None:
+    async def _settle(self, amount: float, actual: float | None) -> None:
         assert self.ledger is not None
         if actual is None:
             self.unknown_fate += 1
             self.unknown_fate_usd += amount
-        self.ledger.settle(amount, amount if actual is None else actual)
+        await self.ledger.settle(amount, amount if actual is None else actual)
         self._wake()
 
-    def _release(self, amount: float) -> None:
+    async def _release(self, amount: float) -> None:
         assert self.ledger is not None
-        self.ledger.release(amount)
+        await self.ledger.release(amount)
         self._wake()
 
     def _wake(self) -> None:

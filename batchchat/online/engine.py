@@ -41,7 +41,7 @@ from batchchat.secrets import Redactor
 if TYPE_CHECKING:
     import httpx
 
-from batchchat.online.fleet import open_shared, process_info, stop_on_lost
+from batchchat.online.fleet import open_shared, process_info, shared_ledger, stop_on_lost
 from batchchat.online.prepare import (
     check_plan,
     compact_off_the_loop,
@@ -99,7 +99,8 @@ class Engine:
             finally:
                 progress.close()
                 if self._spending is not None:
-                    self._spending.close()
+                    with anyio.CancelScope(shield=True):
+                        await self._spending.aclose()
             with anyio.CancelScope(shield=True):  # its last fsync, off the event loop too
                 await anyio.to_thread.run_sync(writer.close)
             if plan.retried_ids and self._control.exit_code != ExitCode.OUTPUT:
@@ -112,8 +113,9 @@ class Engine:
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
         """Open the input, lock the output, read what is done and scan the input (blocking file work)."""
-        self._spending = Spending.for_run(self.settings.prices, self.settings.max_cost, self._control.fail)
         path, display = open_input(self.settings.input, stack)
+        self._spending = Spending.for_run(self.settings.prices, self.settings.max_cost, self._control.fail,
+                                          shared_ledger(self.settings, self._shared, path, display))
         if self.settings.endpoint.api_key is None:
             self._echo(no_key_warning(self.settings))
         index = open_output(output, None if self.settings.input == "-" else path, stack, self._echo)
@@ -191,6 +193,8 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 await sender.aclose()
+                if self._spending is not None:
+                    await self._spending.aclose()  # while the shared store is open: reservations go back to it
                 if self._shared is not None:
                     await self._shared.close()
 

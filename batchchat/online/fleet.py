@@ -4,15 +4,12 @@ publishes of itself, and turning a lost store into a stop (exit 8)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode, UsageError
 from batchchat.online.stop import StopControl
-
-if TYPE_CHECKING:
-    pass
-
 
 
 def open_shared(settings: RunSettings, echo: Callable[[str], None]) -> Any:
@@ -40,6 +37,19 @@ def stop_on_lost(shared: Any, control: StopControl,
             control.fail(ExitCode.SHARED_STORE_LOST, str(lost.exceptions[0]))
 
     return guarded
+
+
+def shared_ledger(settings: RunSettings, shared: Any, path: Path, display: str) -> Any:
+    """With --max-cost and --shared: the fleet's spending cap (`money.ledger.SharedLedger`); else None (a run's
+    cap is its own). Named by --cap-name, or by the input file (`display` stands for its name)."""
+    if shared is None or settings.max_cost is None:
+        return None
+    from batchchat.money.ledger import SharedLedger, cap_key, default_cap_name
+
+    name = settings.cap_name or default_cap_name(path, display)
+    api_key = settings.endpoint.api_key
+    key = cap_key(api_key.reveal() if api_key else None, settings.endpoint.base_url, name)
+    return SharedLedger(shared, key, name, settings.max_cost)
 
 
 def process_info(settings: RunSettings) -> dict[str, str | int | float]:

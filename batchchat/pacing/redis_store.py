@@ -249,10 +249,10 @@ class RedisStore:
         args = ["settle", _arg(self._cap_keep), _arg(reserved), _arg(actual)]
         await self._call(lambda: self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args))
 
-    async def spent(self, cap_key: str) -> float:
-        """See `BudgetStore.spent`."""
-        value = await self._call(lambda: self._redis.hget(self.cap_key(cap_key), "spent"))
-        return 0.0 if value is None else float(value)
+    async def cap_usage(self, cap_key: str) -> tuple[float, float]:
+        """See `BudgetStore.cap_usage`."""
+        spent, reserved = await self._call(lambda: self._redis.hmget(self.cap_key(cap_key), "spent", "reserved"))
+        return float(spent or 0.0), float(reserved or 0.0)
 
     async def ping(self) -> None:
         """Raise `SharedStoreUnavailable` unless Redis answers (a check before a run starts)."""

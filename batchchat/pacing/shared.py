@@ -412,20 +412,26 @@ class SharedStore:
         return await self.inner.processes(key)
 
     async def reserve_spend(self, cap_key: str, cap: float, amount: float) -> bool:
-        """See `BudgetStore.reserve_spend`: waits while the shared store is unreachable, as `reserve` does."""
+        """See `BudgetStore.reserve_spend`: waits while the shared store is unreachable, as `reserve` does.
+
+        A fleet's spending cap never falls back to local: N processes each holding the whole cap could spend N
+        times it. Past `--shared-timeout` a capped run stops (`SharedStoreLost`, exit 8) whatever `fallback` says.
+        """
         while True:
             if not await self._admitting():
-                return await self.local.reserve_spend(cap_key, cap, amount)
+                raise SharedStoreLost(
+                    f"shared budget store {self.url} unreachable for {self.timeout:g} s: the fleet's spending cap "
+                    "(--max-cost with --shared) cannot be kept without it, so no more requests are sent, even with "
+                    "--shared-fallback local (which applies to rate budgets only). Rerun to resume once Redis is back"
+                )
             try:
                 return await self.inner.reserve_spend(cap_key, cap, amount)
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
 
     async def settle_spend(self, cap_key: str, reserved: float, actual: float) -> None:
-        """See `BudgetStore.settle_spend` (kept and replayed while the store is away)."""
-        if self.state == _LOCAL:
-            await self.local.settle_spend(cap_key, reserved, actual)
-            return
+        """See `BudgetStore.settle_spend` (kept and replayed while the store is away: the fleet's spending must
+        reach the shared cap, whatever the rate budgets fell back to)."""
         if self.state == _UP:
             try:
                 await self.inner.settle_spend(cap_key, reserved, actual)
@@ -434,14 +440,16 @@ class SharedStore:
                 self._lost_contact(exc)
         self._spend_pending.append((cap_key, reserved, actual))
 
-    async def spent(self, cap_key: str) -> float:
-        """See `BudgetStore.spent` (what this process knows while the store is away)."""
-        if self.state == _UP:
+    async def cap_usage(self, cap_key: str) -> tuple[float, float]:
+        """See `BudgetStore.cap_usage`: a fleet's cap is known only in the store, so this waits through an outage
+        as `reserve_spend` does (and stops the run past `--shared-timeout`)."""
+        while True:
+            if not await self._admitting():
+                raise self._lost_error()
             try:
-                return await self.inner.spent(cap_key)
+                return await self.inner.cap_usage(cap_key)
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
-        return await self.local.spent(cap_key)
 
     async def close(self) -> None:
         """Give back the leases and send what is pending (if the store answers), then release its connections."""

@@ -93,8 +93,8 @@ class BudgetStore(Protocol):
         """Turn a reservation of `reserved` into `actual` spending (the difference is refunded)."""
         ...
 
-    async def spent(self, cap_key: str) -> float:
-        """What has been settled as spent against the cap."""
+    async def cap_usage(self, cap_key: str) -> tuple[float, float]:
+        """(spent, reserved) against the cap: settled spending, and reservations not yet settled."""
         ...
 
     async def close(self) -> None:
@@ -259,10 +259,10 @@ class LocalStore:
         entry[1] = max(0.0, entry[1] - reserved)
         entry[0] += actual
 
-    async def spent(self, cap_key: str) -> float:
-        """See `BudgetStore.spent`."""
+    async def cap_usage(self, cap_key: str) -> tuple[float, float]:
+        """See `BudgetStore.cap_usage`."""
         entry = self._caps.get(cap_key)
-        return 0.0 if entry is None else entry[0]
+        return (0.0, 0.0) if entry is None else (entry[0], entry[1])
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -1,0 +1,176 @@
+"""Where a spending cap's money is kept: this process (`LocalLedger`) or the fleet's shared store (`SharedLedger`).
+
+`Spending` (guard.py) talks to either through `Ledger`: `try_reserve` a request's worst case before it is sent,
+`settle` a billed attempt, `release` one certainly not billed. `spent` and `reserved` are this process's own
+figures (for the progress line and to know whether its own requests in flight will free room); `usage()` is the
+cap's as a whole: the same for a local ledger, the fleet's for a shared one.
+
+A shared cap (`--max-cost` with `--shared`) lives in Redis under a hash of the API key, the endpoint and the cap's
+name (`cap_key`): every process of a job that gives the same name draws on one cap, atomically (`cap.lua`), and the
+fleet together never passes it. The name defaults to the input file's identity (`default_cap_name`: its name,
+size and first MiB, so shards of one file on a shared disk, or copies of it on several hosts, agree), or is given
+with `--cap-name`. A shared cap covers the job across reruns: it is kept for a day after its last use
+(`redis_store.CAP_KEEP`), so a rerun after a crash or an exit 5 continues the same account (raise `--max-cost` to
+resume), and the reservations of a process that crashed with requests in flight stay counted as spent (they may
+have been billed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from batchchat.money.cap import NANO, SpendLedger, units_up
+from batchchat.pacing.store import BudgetStore
+
+FIRST_BYTES = 1 << 20  # how much of the input file names its default cap
+
+
+class Ledger(Protocol):
+    """What `Spending` needs of a ledger."""
+
+    shared: bool
+
+    @property
+    def cap(self) -> float: ...
+    @property
+    def spent(self) -> float: ...
+    @property
+    def reserved(self) -> float: ...
+    async def try_reserve(self, amount: float) -> bool: ...
+    async def settle(self, reserved: float, actual: float) -> None: ...
+    async def release(self, reserved: float) -> None: ...
+    async def usage(self) -> tuple[float, float]: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class LocalLedger:
+    """A cap kept by this process alone: `SpendLedger` behind the async `Ledger` interface."""
+
+    shared = False
+
+    def __init__(self, cap: float) -> None:
+        self.book = SpendLedger(cap)
+
+    @property
+    def cap(self) -> float:
+        """The cap, USD."""
+        return self.book.cap
+
+    @property
+    def spent(self) -> float:
+        """USD billed so far."""
+        return self.book.spent
+
+    @property
+    def reserved(self) -> float:
+        """USD held for requests in flight."""
+        return self.book.reserved
+
+    async def try_reserve(self, amount: float) -> bool:
+        """See `SpendLedger.try_reserve`."""
+        return self.book.try_reserve(amount)
+
+    async def settle(self, reserved: float, actual: float) -> None:
+        """See `SpendLedger.settle`."""
+        self.book.settle(reserved, actual)
+
+    async def release(self, reserved: float) -> None:
+        """See `SpendLedger.release`."""
+        self.book.release(reserved)
+
+    async def usage(self) -> tuple[float, float]:
+        """(spent, reserved) of the cap: this process's."""
+        return self.book.spent, self.book.reserved
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the summary."""
+        return self.book.to_dict()
+
+
+class SharedLedger:
+    """A cap shared by every process of a job through the fleet's store (`BudgetStore.reserve_spend`...).
+
+    This process's own spending is mirrored in a `SpendLedger` of the same cap (its `spent` and `reserved`, and
+    any provider overrun); the fleet's figures are the store's. `fleet_spent` is the last the store said.
+    """
+
+    shared = True
+
+    def __init__(self, store: BudgetStore, key: str, name: str, cap: float) -> None:
+        self.store = store
+        self.key = key
+        self.name = name
+        self.own = SpendLedger(cap)
+        self.fleet_spent: float | None = None
+
+    @property
+    def cap(self) -> float:
+        """The fleet's cap, USD."""
+        return self.own.cap
+
+    @property
+    def spent(self) -> float:
+        """USD this process was billed."""
+        return self.own.spent
+
+    @property
+    def reserved(self) -> float:
+        """USD this process holds for its requests in flight."""
+        return self.own.reserved
+
+    async def try_reserve(self, amount: float) -> bool:
+        """Reserve `amount` against the fleet's cap (atomically in the store), and mirror it here."""
+        if not await self.store.reserve_spend(self.key, self.own.cap, _rounded_up(amount)):
+            return False
+        self.own.try_reserve(amount)  # mirrors the store's reservation (never refused: it only sees this process)
+        return True
+
+    async def settle(self, reserved: float, actual: float) -> None:
+        """A billed attempt: its reservation becomes `actual` spent, in the fleet's cap and here."""
+        self.own.settle(reserved, actual)
+        await self.store.settle_spend(self.key, _rounded_up(reserved), actual)
+
+    async def release(self, reserved: float) -> None:
+        """An attempt certainly not billed: its reservation is given back to the fleet."""
+        self.own.release(reserved)
+        await self.store.settle_spend(self.key, _rounded_up(reserved), 0.0)
+
+    async def usage(self) -> tuple[float, float]:
+        """(spent, reserved) by the whole fleet, from the store."""
+        spent, reserved = await self.store.cap_usage(self.key)
+        self.fleet_spent = spent
+        return spent, reserved
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the summary: this process's figures, and the fleet's cap name and spending."""
+        data = self.own.to_dict()
+        data["shared"] = {"name": self.name, "fleet_spent_usd": self.fleet_spent}
+        return data
+
+
+def _rounded_up(amount: float) -> float:
+    """A reservation as `SpendLedger` holds it (nano-dollars, rounded up), so store and mirror agree."""
+    return units_up(amount) / NANO
+
+
+def cap_key(api_key: str | None, base_url: str, name: str) -> str:
+    """A shared cap's name in the store: a hex SHA-256 of key, endpoint and cap name (never the key itself)."""
+    digest = hashlib.sha256(b"batchchat spending cap")
+    for part in (api_key or "", base_url.rstrip("/"), name):
+        data = part.encode()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def default_cap_name(path: Path, display: str) -> str:
+    """The cap a job's processes share unless `--cap-name` says otherwise: the input's name (`display`: the
+    file's as given, `<stdin>` for a spooled standard input), size and a hash of its first MiB (the same for
+    shards of one file, or for copies of it on several hosts)."""
+    size = os.stat(path).st_size
+    with open(path, "rb") as f:
+        head = hashlib.sha256(f.read(FIRST_BYTES)).hexdigest()[:16]
+    return f"{Path(display).name}:{size}:{head}"
