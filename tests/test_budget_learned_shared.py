@@ -1,19 +1,24 @@
 """Limits learned from `x-ratelimit-limit-*` headers are shared through the budget store: what one budget learns
 it publishes, another budget of the same key takes it up (before its probe in auto mode, then every
-`LIMITS_PICKUP` seconds), on a fake clock over one `LocalStore`, and over a real redis-server between two stores
-(two processes)."""
+`LIMITS_PICKUP` seconds), on a fake clock over one `LocalStore`, over a real redis-server between two stores
+(two processes), and through the real CLI against the real simulator."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+import redis
+from cli_process import PLANTED_KEY, chat_jobs, cli, run_args, write_jsonl
 
 from batchchat.pacing.budget import LIMITS_PICKUP, Budget
 from batchchat.pacing.headers import RateLimitHeaders
-from batchchat.pacing.redis_store import RedisStore
+from batchchat.pacing.redis_store import RedisStore, namespace
 from batchchat.pacing.shared import SharedStore
 from batchchat.pacing.store import BudgetStore, LocalStore
+from batchchat.simulator import Simulator
 
 MODEL = "gpt-4o-mini"
 KEY = "0123abcd" * 8
@@ -205,3 +210,20 @@ async def test_two_processes_share_learned_limits_through_redis(redis_url: str) 
     finally:
         for store in stores:
             await store.close()
+
+
+def test_a_process_in_auto_mode_publishes_what_it_learns_under_the_budgets_hash(
+        tmp_path: Path, simulator: Callable[..., Simulator], redis_url: str) -> None:
+    sim = simulator(rpm=3000, tpm=400_000, latency_ms=5)
+    src = write_jsonl(tmp_path / "job.jsonl", chat_jobs(20))
+    done = cli(*run_args(sim.base_url, src, tmp_path / "out.jsonl", "--shared", redis_url), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    client = redis.Redis.from_url(redis_url)
+    try:
+        budget = RedisStore.budget_key(namespace(PLANTED_KEY, sim.base_url, MODEL))
+        assert [float(value) for value in client.hmget(budget, ["lrpm", "ltpm"])] == [3000.0, 400_000.0]
+        keys = list(client.scan_iter())
+        blobs = keys + [value for key in keys if client.type(key) == b"hash" for value in client.hvals(key)]
+        assert not [blob for blob in blobs if PLANTED_KEY[-12:].encode() in blob]  # nor the whole key
+    finally:
+        client.close()
