@@ -7,7 +7,10 @@ hash of key, endpoint and model), so sharing budgets between processes is a diff
 budget. Time comes from `clock` and waiting from `sleep`: tests drive both with a fake clock.
 
 What a budget does with what the server says:
-- limits (`adapt` not off): learned from the model's own answers; a header never raises a given limit;
+- limits (`adapt` not off): learned from the model's own answers; a header never raises a given limit. What
+  a budget learns it publishes in the store, and it takes up what others published (a fleet shares one
+  budget): a new limit, or a lower one, at most every `LIMITS_PICKUP` seconds; in auto mode it asks once
+  before its probe, so a process joining a fleet that knows the limits sends at once, without probing;
 - reconciliation with `remaining`: what the server counts beyond what this client could account for is
   charged (another client on the key), judged by the kind of counter the headers reveal: a bucket (its reset
   is what it holds over its rate) is compared with this budget's level; a window (a reset that is not, or no
@@ -46,6 +49,7 @@ MAX_SLACK = 0.04  # ...and at most this much in all
 RECENT_SPAN = 65.0  # seconds of our own sending kept (one-second slots) to judge a window's count
 BUCKET_EVIDENCE = 8  # answers in a row whose reset is what they hold over the rate: the server is a bucket
 FOREIGN_MEMORY = 60.0  # seconds after a charge for another client's spend in which a 429 is not a lesson
+LIMITS_PICKUP = 5.0  # seconds between two looks at the limits other processes published in the store
 
 
 def budget_key(api_key: str, base_url: str, model: str) -> str:
@@ -115,6 +119,7 @@ class Budget:
         "_lesson_at",
         "_limits",
         "_max_wait",
+        "_pickup_at",
         "_probe_done",
         "_probing",
         "_quiet_429s",
@@ -153,6 +158,7 @@ class Budget:
         self._slack = 0.0
         self.adapt = adapt
         self._learning = adapt != "off"  # headers may set (auto, nothing given) or lower the limits
+        self._pickup_at = -math.inf if self._learning else math.inf  # when next to look at published limits
         self._max_wait = max_wait
         self._clock = clock
         self._sleep = sleep
@@ -221,6 +227,8 @@ class Budget:
         """Wait until one request of `tokens` may be sent (cooldown, then capacity) and charge it."""
         if self.auto and self.headers_seen is None:
             await self._probe_first()
+        if (now := self._clock()) >= self._pickup_at:
+            await self._pick_up(now)
         while (wait := await self._store.reserve(self._key, self.limits, tokens)) > 0.0:
             await self._sleep(wait)
         now = self._clock()
@@ -233,12 +241,22 @@ class Budget:
     async def _probe_first(self) -> None:
         """Auto mode: the model's first request goes alone; the others wait for its answer's headers.
 
-        A probe that gets no answer lets the next request ask; one still out after `PROBE_PATIENCE` seconds
-        (a slow completion) lets another go beside it.
+        Unless the fleet knows the limits already: the first request asks the store (the others wait for
+        that answer too), and limits published there are taken up with no probe. A probe that gets no answer
+        lets the next request ask; one still out after `PROBE_PATIENCE` seconds (a slow completion) lets
+        another go beside it.
         """
-        while self.headers_seen is None:
+        while self.headers_seen is None and self._learned == [None, None]:
             if not self._probing:
                 self._probing = True
+                if (now := self._clock()) >= self._pickup_at:  # once (then every `LIMITS_PICKUP` seconds)
+                    try:
+                        await self._pick_up(now)
+                    except BaseException:
+                        self._end_probe()
+                        raise
+                    if self._learned != [None, None]:
+                        self._end_probe()  # the fleet's limits: no probe, and the others go too
                 return
             if self._probe_done is None:
                 self._probe_done = anyio.Event()
@@ -261,21 +279,44 @@ class Budget:
         if self.headers_seen is None:
             if status is not None:
                 self.headers_seen = headers is not None
-            self._probing = False
-            if self._probe_done is not None:
-                self._probe_done.set()
-                self._probe_done = None
+            self._end_probe()
         if headers is None or not self._learning:
             return  # --adapt off: exactly the limits given, whatever the headers say
         await self._learn(headers)
         if ticket is not None:
             await self._reconcile(headers, ticket)
 
+    def _end_probe(self) -> None:
+        """The probe (or the look at the store before it) is over: whoever waited for it asks again."""
+        self._probing = False
+        if self._probe_done is not None:
+            self._probe_done.set()
+            self._probe_done = None
+
     async def _learn(self, headers: RateLimitHeaders) -> None:
+        """Take the limits the headers advertise, and publish those that changed for the fleet."""
+        learned = self._learned
+        rpm = headers.limit_requests or learned[0]
+        tpm = headers.limit_tokens or learned[1]
+        if [rpm, tpm] == learned:
+            return
+        changed = (None if rpm == learned[0] else rpm, None if tpm == learned[1] else tpm)
+        await self._take_learned(rpm, tpm)
+        await self._store.publish_limits(self._key, *changed)
+
+    async def _pick_up(self, now: float) -> None:
+        """Take up the limits other processes published where they are new here or lower than ours."""
+        self._pickup_at = now + LIMITS_PICKUP  # first: the acquires meanwhile do not ask too
+        published = await self._store.learned_limits(self._key)
+        learned = self._learned
+        rpm, tpm = _newer(published[0], learned[0]), _newer(published[1], learned[1])
+        if [rpm, tpm] != learned:
+            await self._take_learned(rpm, tpm)
+
+    async def _take_learned(self, rpm: float | None, tpm: float | None) -> None:
+        """Make `rpm` and `tpm` the learned limits (the given ones still cap them)."""
         before = (self.rpm, self.tpm)
-        for i, advertised in enumerate((headers.limit_requests, headers.limit_tokens)):
-            if advertised:
-                self._learned[i] = advertised
+        self._learned[0], self._learned[1] = rpm, tpm
         self._limits = None
         if (self.rpm, self.tpm) == before:
             return
@@ -394,3 +435,8 @@ def _lower(given: float | None, learned: float | None) -> float | None:
     if given and learned:
         return min(given, learned)
     return given or learned
+
+
+def _newer(published: float | None, learned: float | None) -> float | None:
+    """A limit another process published replaces the one learned here when it is new or lower."""
+    return published if published and (learned is None or published < learned) else learned
