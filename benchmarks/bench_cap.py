@@ -6,13 +6,19 @@ dropped connections 1%) and `max_cost` = 40% of that. "Billed" is the simulator'
 shipped prices: what a provider would charge. "Spent" is batchchat's ledger, which also counts every dropped
 connection at its full reservation (the provider may have billed it; this simulator does not), so spent >= billed.
 
-Run alone: `python -m benchmarks.bench_cap [--seeds 20]` (prints the markdown section); also `run(quick, work)`
-for `benchmarks.run_all`.
+With `--fleet N`, the capped run is N `batchchat run` processes, each on a shard of the file (`--shard K/N`), all
+with `--shared` (a real redis-server) and one `--max-cost`: the cap the fleet shares (#14).
+
+Run alone: `python -m benchmarks.bench_cap [--seeds 20] [--fleet 3]` (prints the markdown section); also
+`run(quick, work)` for `benchmarks.run_all`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -68,14 +74,54 @@ def one_seed(seed: int, job: Path, work: Path) -> dict[str, Any]:
             "retries": summary.retries, "exit": summary.exit_code, "left": summary.not_finished}
 
 
-def run(quick: bool, work: Path, seeds: int | None = None) -> Section:
+def one_fleet_seed(seed: int, job: Path, work: Path, fleet: int, url: str) -> dict[str, Any]:
+    """As `one_seed`, with the capped run made by `fleet` CLI processes on shards sharing the cap through Redis."""
+    import batchchat
+
+    with simulator(seed=seed) as sim:
+        batchchat.run(job, work / f"full{seed}.jsonl", base_url=sim.base_url, api_key="sk-bench", progress="off",
+                      concurrency=32)
+        job_usd = billed_usd(sim.stats())
+    cap = round(job_usd * SHARE, 6)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCHCHAT_"))}
+    env["OPENAI_API_KEY"] = "sk-bench"
+    with simulator(seed=seed, fault_rates=FAULTS) as sim:
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "batchchat", "run", str(job), "-o", str(work / f"fleet{seed}-{k}.jsonl"),
+             "--base-url", sim.base_url, "--progress", "off", "--backoff-base", "0.01", "--backoff-max", "0.05",
+             "--max-wait", "0.2", "--concurrency", str(max(4, 32 // fleet)), "--shard", f"{k}/{fleet}",
+             "--shared", url, "--max-cost", str(cap), "--cap-name", f"bench-cap-{seed}",
+             "--summary-json", str(work / f"fleet{seed}-{k}.summary.json")],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k in range(fleet)]
+        codes = [p.wait(timeout=600) for p in procs]
+        billed = billed_usd(sim.stats())
+    summaries = [orjson.loads((work / f"fleet{seed}-{k}.summary.json").read_bytes()) for k in range(fleet)]
+    costs = [s.get("cost") or {} for s in summaries]
+    return {"seed": seed, "job_usd": job_usd, "cap": cap, "billed": billed,
+            "spent": sum(c.get("spent_usd", 0.0) for c in costs),
+            "unknown_fate": sum(c.get("unknown_fate_attempts", 0) for c in costs),
+            "attempts": sum(s.get("attempts", 0) for s in summaries),
+            "retries": sum(s.get("retries", 0) for s in summaries),
+            "exit": "/".join(map(str, codes)), "left": sum(s.get("not_finished", 0) for s in summaries)}
+
+
+def run(quick: bool, work: Path, seeds: int | None = None, fleet: int = 1) -> Section:
+    if fleet > 1:
+        from benchmarks.bench_fleet import redis
+
+        with redis() as server:
+            return _run(quick, work, seeds, fleet, server.url)
+    return _run(quick, work, seeds, 1, "")
+
+
+def _run(quick: bool, work: Path, seeds: int | None, fleet: int, url: str) -> Section:
     count = seeds or (5 if quick else 20)
     job = write_job(work / "cap-job.jsonl", 600)
     rows = []
     results = []
     for seed in range(1, count + 1):
-        log(f"cap: seed {seed}/{count}")
-        r = one_seed(seed, job, work)
+        log(f"cap: seed {seed}/{count}" + (f", a fleet of {fleet}" if fleet > 1 else ""))
+        r = one_fleet_seed(seed, job, work, fleet, url) if fleet > 1 else one_seed(seed, job, work)
         results.append(r)
         rows.append([r["seed"], f"${r['job_usd']:.5f}", f"${r['cap']:.5f}", f"${r['billed']:.5f}",
                      f"{100 * r['billed'] / r['cap']:.1f}%", f"${r['spent']:.5f}",
@@ -84,28 +130,34 @@ def run(quick: bool, work: Path, seeds: int | None = None) -> Section:
     never = all(r["billed"] <= r["cap"] and r["spent"] <= r["cap"] + 1e-12 for r in results)
     low_billed = min(r["billed"] / r["cap"] for r in results)
     low_spent = min(r["spent"] / r["cap"] for r in results)
-    body = (f"{count} seeded runs of a 600-request job (gpt-4o-mini and gpt-4.1, max_tokens 64) with faults "
+    who = (f"{fleet} processes, each on a shard of the file, sharing one cap through Redis (`--shared`); "
+           if fleet > 1 else "")
+    body = (f"{who}{count} seeded runs of a 600-request job (gpt-4o-mini and gpt-4.1, max_tokens 64) with faults "
             f"{', '.join(f'{k} {v:.0%}' for k, v in FAULTS.items())}, retried, `--max-cost` = {SHARE:.0%} of what "
             "the job costs. Billed: the simulator's usage at the shipped prices. Spent: batchchat's ledger, which "
             "also counts each dropped connection (\"unknown fate\") at its full reservation.\n\n"
             + table(["seed", "job cost", "cap", "billed", "billed/cap", "spent", "spent/cap", "attempts", "retries",
                      "unknown fate", "left", "exit"], rows)
-            + "\n\nCommand: `python -m benchmarks.bench_cap --seeds 20`.")
+            + f"\n\nCommand: `python -m benchmarks.bench_cap --seeds {count}"
+            + (f" --fleet {fleet}`." if fleet > 1 else "`."))
     goals = [
         (f"billed <= cap and spent <= cap, {count} runs", "every run" if never else "**passed in some run**", never),
         (">= 95% of the cap used (billed)", f"lowest {100 * low_billed:.1f}%", low_billed >= 0.95),
         (">= 95% of the cap used (spent, drops counted in full)", f"lowest {100 * low_spent:.1f}%",
          low_spent >= 0.95),
     ]
-    return Section("Spending cap (--max-cost)", body, goals, {"runs": results})
+    title = f"Spending cap shared by {fleet} processes (--max-cost --shared)" if fleet > 1 else \
+        "Spending cap (--max-cost)"
+    return Section(title, body, goals, {"runs": results})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--fleet", type=int, default=1, help="processes sharing the cap through Redis")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        section = run(False, Path(tmp), args.seeds)
+        section = run(False, Path(tmp), args.seeds, args.fleet)
     print(section.markdown())
 
 
