@@ -239,3 +239,35 @@ def test_cap_name_needs_a_shared_cap(tmp_path: Path, sim: Simulator) -> None:
     done = cli(*run_args(sim.base_url, src, tmp_path / "out.jsonl", "--cap-name", "nightly"))
     assert done.returncode == 2 and "--cap-name" in done.stderr and "Traceback" not in done.stderr
     assert sim.stats()["requests"] == 0
+
+
+def test_the_float_residue_of_settled_reservations_is_not_taken_for_requests_in_flight() -> None:
+    clock = FakeClock()
+    store = LocalStore(clock)
+    fails: Fails = []
+    spending = _process(store, 0.0001, clock, fails)
+
+    async def main() -> float:
+        assert await store.reserve_spend("job", 0.0001, 0.0001 - 1e-13)  # spent, in effect: nothing left
+        await store.settle_spend("job", 0.0001 - 1e-13, 0.0001 - 1e-13)
+        assert await store.reserve_spend("job", 0.0001, 1e-15)  # what sums of floats leave behind
+        started = clock()
+        assert not await spending.reserve(_job(30), 9)
+        return clock() - started
+
+    assert anyio.run(main) < 1.0  # the cap is reached at once, not after FLEET_PATIENCE watching a residue
+    assert [code for code, _ in fails] == [ExitCode.SPENDING_CAP]
+
+
+async def test_settled_reservations_leave_nothing_reserved_in_redis(redis_url: str) -> None:
+    store = RedisStore(redis_url)
+    amounts = [0.1 + 0.2 * (k % 7) / 3.0 + 1e-7 * k for k in range(200)]
+    try:
+        for amount in amounts:
+            assert await store.reserve_spend("residue", 1e6, amount)
+        for amount in reversed(amounts):
+            await store.settle_spend("residue", amount, amount / 3.0)
+        spent, reserved = await store.cap_usage("residue")
+        assert reserved == 0.0 and spent == pytest.approx(sum(amounts) / 3.0)
+    finally:
+        await store.close()

@@ -48,6 +48,7 @@ PROMPT_SLACK = 16  # tokens
 CAP_REASON = "spending_cap"
 FLEET_POLL = 0.25  # seconds between looks at a shared cap while only other processes hold its reservations
 FLEET_PATIENCE = 60.0  # seconds the fleet's reservations may stand still before the cap is taken as reached
+RESIDUE = 1e-9  # USD: a shared cap's reservations below this are the float residue of settled ones, not requests
 
 
 class Spending:
@@ -231,7 +232,7 @@ class Spending:
                 now = self._clock()
                 if still is None or (spent, reserved) != still[:2]:
                     still = (spent, reserved, now)
-                if reserved > 0 and now - still[2] < FLEET_PATIENCE:  # other processes' requests in flight
+                if reserved > RESIDUE and now - still[2] < FLEET_PATIENCE:  # other processes' requests in flight
                     await self._sleep(FLEET_POLL)
                     continue
             await self._reached(amount)  # nothing in flight will free room: the cap is reached
@@ -349,8 +350,16 @@ def cost_lines(cost: dict[str, Any]) -> list[str]:
         fate = cost.get("unknown_fate_attempts") or 0
         note = (f" ({fate:,} attempt{'s' if fate > 1 else ''} of unknown fate counted in full: "
                 f"{usd(cost['unknown_fate_usd'])})" if fate else "")
-        lines.append(f"  cap        {usd(cap['cap_usd'])}, {'reached' if cap['reached'] else 'not reached'}: "
-                     f"{usd(cap['spent_usd'])} spent{note}")
+        shared = cap.get("shared")
+        if shared:
+            fleet = shared.get("fleet_spent_usd")
+            by_fleet = f"{usd(fleet)} spent by the fleet, " if fleet is not None else ""
+            lines.append(f"  cap        {usd(cap['cap_usd'])} shared by the fleet ({shared['name']}), "
+                         f"{'reached' if cap['reached'] else 'not reached'}: {by_fleet}"
+                         f"{usd(cap['spent_usd'])} by this process{note}")
+        else:
+            lines.append(f"  cap        {usd(cap['cap_usd'])}, {'reached' if cap['reached'] else 'not reached'}: "
+                         f"{usd(cap['spent_usd'])} spent{note}")
         if cap["reached"]:
             lines.append(f"             {cap['requests_left']:,} requests left: rerun with a higher --max-cost "
                          "to resume")

@@ -17,7 +17,8 @@ if op == 'reserve' then
     reserved = reserved + amount
   end
 elseif op == 'settle' then
-  reserved = math.max(0.0, reserved - tonumber(ARGV[3]))
+  reserved = reserved - tonumber(ARGV[3])
+  if reserved < 1e-12 then reserved = 0.0 end  -- the float residue of settled reservations is nothing held
   spent = spent + tonumber(ARGV[4])
 else
   return redis.error_reply('cap.lua: unknown operation ' .. tostring(op))
