@@ -271,3 +271,13 @@ async def test_settled_reservations_leave_nothing_reserved_in_redis(redis_url: s
         assert reserved == 0.0 and spent == pytest.approx(sum(amounts) / 3.0)
     finally:
         await store.close()
+
+
+def test_a_capped_fleet_stops_when_redis_is_lost_even_with_the_local_fallback(tmp_path: Path, sim: Simulator) -> None:
+    src = write_jsonl(tmp_path / "job.jsonl", chat_jobs(5))
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    done = cli(*run_args(sim.base_url, src, tmp_path / "out.jsonl", "--rpm", "600", "--shared", dead,
+                         "--shared-timeout", "0.2", "--shared-fallback", "local", "--max-cost", "1"), timeout=60)
+    assert done.returncode == 8, done.stderr
+    assert "spending cap" in done.stderr and "cannot be kept without it" in done.stderr
+    assert sim.stats()["requests"] == 0 and "Traceback" not in done.stderr
