@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import redis
 from cli_process import PLANTED_KEY, chat_jobs, cli, run_args, write_jsonl
+from test_budget import FakeClock
 
 from batchchat.pacing.budget import LIMITS_PICKUP, Budget
 from batchchat.pacing.headers import RateLimitHeaders
@@ -24,18 +25,6 @@ MODEL = "gpt-4o-mini"
 KEY = "0123abcd" * 8
 
 
-class FakeClock:
-    """Time that moves only when someone sleeps (or a test moves it)."""
-
-    def __init__(self, start: float = 1_000_020.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(1e-6, seconds)
-        await anyio.lowlevel.checkpoint()
 
 
 class CountingStore(LocalStore):
