@@ -125,9 +125,10 @@ def estimate(input: str | Path, output: str | Path | None = None, *, prices: str
 
 
 def shared_status(url: str | None, *, models: Sequence[str] = (), base_url: str | None = None,
-                  api_key_env: str | None = None) -> str:
+                  api_key_env: str | None = None, cap_names: Sequence[str] = ()) -> str:
     """`batchchat status --shared`: each budget in the shared store, its live processes and what each spent in
-    the last minute, as text. `models` name budgets of this key (env) and endpoint; others show as a hash."""
+    the last minute, then each spending cap with what the fleet spent and holds, as text. `models` and
+    `cap_names` name budgets and caps of this key (env) and endpoint; others show as a hash."""
     import os
 
     from batchchat.config.settings import DEFAULT_BASE_URL, SHARED_SCHEMES
@@ -145,12 +146,20 @@ def shared_status(url: str | None, *, models: Sequence[str] = (), base_url: str 
 
     key = os.environ.get(api_key_env or "OPENAI_API_KEY", "")
     base = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    from batchchat.money.fleet_caps import fleet_caps, render_caps
+    from batchchat.money.ledger import cap_key
+
     labels = {namespace(key, base, model): model for model in models}
+    cap_labels = {cap_key(key, base, name): name for name in cap_names}
+
+    async def read() -> tuple[Any, Any]:
+        return await fleet_status(url, labels), await fleet_caps(url, cap_labels)
+
     try:
-        budgets = anyio.run(lambda: fleet_status(url, labels), backend_options=backend_options())
+        budgets, caps = anyio.run(read, backend_options=backend_options())
     except SharedStoreUnavailable as exc:
         raise SharedStoreLost(str(exc)) from None
-    return render_status(redact_url(url), budgets)
+    return "\n".join(part for part in (render_status(redact_url(url), budgets), render_caps(caps)) if part)
 
 
 def backend_options() -> dict[str, Any]:

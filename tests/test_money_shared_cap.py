@@ -8,6 +8,7 @@ with faults, against the real simulator, stop at the cap together (exit 5) and r
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -223,6 +224,13 @@ def test_three_processes_with_faults_stop_together_at_a_shared_cap_and_resume_ab
     written = [line for k in range(3) for line in parse_output(tmp_path / f"part{k}.jsonl")]
     assert sum(line["cost_usd"] or 0.0 for line in written) <= cap
     assert 0 < len(written) < 240
+    # `status --shared` shows the fleet's cap, named as the summary names it
+    name = re.search(r"shared by the fleet \((job\.jsonl:[^)]+)\)", first[0][1])
+    assert name is not None, first[0][1]
+    status = cli("status", "--shared", redis_url, "--cap-name", name.group(1), "--base-url", sim.base_url)
+    assert status.returncode == 0, status.stderr
+    assert re.search(rf"spending cap {re.escape(name.group(1))}: \$[0-9.]+ spent of \$0\.0006\d* \((8\d|9\d|100)\.\d% "
+                     r"used or held\), \$0\.00 held", status.stdout), status.stdout
     # a rerun with a higher cap resumes each shard where it stopped, and the job completes once
     second = _fleet(sim, src, tmp_path, redis_url, "1.0")
     assert [code for code, _, _ in second] == [0, 0, 0], [err[-600:] for _, _, err in second]

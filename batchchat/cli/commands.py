@@ -325,6 +325,7 @@ def status(
     model: Annotated[list[str] | None, typer.Option(help="With --shared: name the budget of this model (for the key and --base-url given); repeatable.")] = None,  # noqa: E501
     base_url: Annotated[str | None, typer.Option(help="With --shared: API base URL the fleet uses [env OPENAI_BASE_URL].")] = None,  # noqa: E501
     api_key_env: Annotated[str | None, typer.Option(help="With --shared: environment variable that holds the API key [OPENAI_API_KEY].")] = None,  # noqa: E501
+    cap_name: Annotated[list[str] | None, typer.Option(help="With --shared: name the spending cap of this name (a run's --cap-name, or its input's default name shown in its summary); repeatable.")] = None,  # noqa: E501
 ) -> None:
     """How far the job writing OUTPUT is (done/total, failures, whether a run holds the lock); with --shared, the
     fleet on a shared budget store: each budget's live processes and what each spent in the last minute."""
@@ -334,7 +335,8 @@ def status(
         from batchchat import api
 
         try:
-            report = api.shared_status(shared, models=model or (), base_url=base_url, api_key_env=api_key_env)
+            report = api.shared_status(shared, models=model or (), base_url=base_url, api_key_env=api_key_env,
+                                       cap_names=cap_name or ())
         except BatchchatError as error:
             raise _fail(error) from None
         typer.echo(report)

@@ -1,4 +1,4 @@
--- cap: a spending cap shared by every process. KEYS[1] = the cap's hash (fields spent, reserved);
+-- cap: a spending cap shared by every process. KEYS[1] = the cap's hash (fields spent, reserved, cap);
 -- ARGV[1] = 'reserve' or 'settle', ARGV[2] = seconds the cap is kept after its last use.
 -- reserve ARGV[3] = cap, ARGV[4] = amount: reserved += amount if spent + reserved + amount <= cap (returns 1),
 -- else nothing (returns 0). settle ARGV[3] = what was reserved, ARGV[4] = what was actually spent: the
@@ -10,6 +10,7 @@ local op = ARGV[1]
 local result = 1
 if op == 'reserve' then
   local cap = tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'cap', ARGV[3])  -- the cap last asked for, for `batchchat status --shared`
   local amount = tonumber(ARGV[4])
   if spent + reserved + amount > cap + 1e-9 then
     result = 0
