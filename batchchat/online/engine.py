@@ -98,9 +98,6 @@ class Engine:
                 raise group.exceptions[0] from group.exceptions[0].__cause__
             finally:
                 progress.close()
-                if self._spending is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._spending.aclose()
             with anyio.CancelScope(shield=True):  # its last fsync, off the event loop too
                 await anyio.to_thread.run_sync(writer.close)
             if plan.retried_ids and self._control.exit_code != ExitCode.OUTPUT:
@@ -166,7 +163,7 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 control.task_group = tg
                 written = anyio.Event()
-                tg.start_soon(self._write, stage, receive, written)
+                tg.start_soon(_write, stage, receive, written, control)
                 tg.start_soon(progress.run)
                 if status is not None:
                     tg.start_soon(status.run)
@@ -198,12 +195,13 @@ class Engine:
                 if self._shared is not None:
                     await self._shared.close()
 
-    async def _write(self, stage: WriteStage, receive: Any, written: anyio.Event) -> None:
-        """The write stage; a failure stops the run at once (nothing more can be recorded)."""
-        try:
-            await stage.run(receive)
-        except (OutputWriteError, ResultCallbackError):
-            self._control.stop("", grace=None)
-            raise
-        finally:
-            written.set()
+
+async def _write(stage: WriteStage, receive: Any, written: anyio.Event, control: StopControl) -> None:
+    """The write stage; a failure stops the run at once (nothing more can be recorded)."""
+    try:
+        await stage.run(receive)
+    except (OutputWriteError, ResultCallbackError):
+        control.stop("", grace=None)
+        raise
+    finally:
+        written.set()
