@@ -10,14 +10,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import sys
 import time
 import traceback
+from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, verdict, workdir
+from benchmarks import report
+from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, workdir
 
 BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "batch",
-           "pacing"]
+           "pacing", "fleet"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,31 +50,38 @@ def main(argv: list[str] | None = None) -> int:
                                         [(f"{name} ran", "failed", False)]))
             timings[name] = time.perf_counter() - t0
             log(f"{name} done in {timings[name]:.0f} s")
-            for f in (work.iterdir()):
-                f.unlink()
+            for f in work.iterdir():  # some benchmarks (fleet) leave directories
+                if f.is_dir():
+                    shutil.rmtree(f)
+                else:
+                    f.unlink()
     total = time.perf_counter() - started
     info = machine_info()
-    mode = "quick (`make bench-quick`)" if args.quick else "full (`make bench`)"
-    parts = [
-        "# batchchat benchmarks", "",
-        f"Mode: {mode}; benchmarks: {', '.join(names)}; total wall time {total / 60:.1f} min "
-        f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).", "",
-        "Every client talks only to the simulator on 127.0.0.1; simulator and client run in separate processes "
-        "pinned to different cores; every client loop runs on uvloop.", "",
-        table(["machine", ""], [[k, v] for k, v in info.items()]), "",
-        "## Goals", "",
-        table(["benchmark", "goal", "measured", "verdict"],
-              [[s.title, g, v, verdict(ok)] for s in sections for g, v, ok in s.goals]), "",
-    ]
-    parts += [s.markdown() for s in sections]
-    report = "\n".join(parts) + "\n"
-    out = RESULTS_DIR / "RESULTS.md" if not args.out else __import__("pathlib").Path(args.out)
-    out.write_text(report)
-    raw = {"mode": "quick" if args.quick else "full", "machine": info, "timings": timings,
-           "sections": {s.title: s.data for s in sections}}
+    mode = "quick" if args.quick else "full"
+    out = Path(args.out)
+    fresh = list(zip(names, sections, strict=True))
+    raw = {"mode": mode, "machine": info, "timings": timings, "sections": {s.title: s.data for s in sections}}
+    if args.only and out.exists():  # keep the sections not run this time (benchmarks/report.py says how)
+        note = {name: f"{mode}, {info['date']}, {timings[name]:.0f} s" for name in names}
+        report_text, replaced = report.merge(out.read_text(), fresh, note)
+        json_path = out.with_suffix(".json")
+        old = json.loads(json_path.read_text()) if json_path.exists() else {}
+        raw = report.merge_json(old, {**raw, "reruns": note}, replaced)
+    else:
+        label = "quick (`make bench-quick`)" if args.quick else "full (`make bench`)"
+        head = "\n".join([
+            "# batchchat benchmarks", "",
+            f"Mode: {label}; benchmarks: {', '.join(names)}; total wall time {total / 60:.1f} min "
+            f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).", "",
+            "Every client talks only to the simulator on 127.0.0.1; simulator and client run in separate processes "
+            "pinned to different cores; every client loop runs on uvloop.", "",
+            table(["machine", ""], [[k, v] for k, v in info.items()]), "", ""])
+        parts = [report.section_part(name, s) for name, s in fresh]
+        report_text = report.render(head, report.goal_rows(parts, {s.title: s for s in sections}), parts)
+    out.write_text(report_text)
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     log(f"wrote {out} in {total / 60:.1f} min")
-    print(report)
+    print(report_text)
     return 0 if all(ok for s in sections for g, v, ok in s.goals if not g.endswith(" ran")) or True else 1
 
 
