@@ -12,8 +12,9 @@ A number alone never matches: two benchmarks have carried the same number before
 A replaced section keeps its place; every other section keeps its text byte for byte and its place; sections
 matching none go last. The Goals table is rebuilt in the sections' order: a rerun's rows from its new goals, a kept
 section's rows from the old table (or, when the old table has none, from the goal table in its own text).
-The "Mode:" line keeps what it said and gains "Rerun since, with --only: NAME (mode, date, seconds); ...",
-one entry per benchmark (its latest rerun). RESULTS.json gets the same merge of "sections" (keyed by title).
+The "Mode:" line keeps what it said and gains "Rerun since, with --only: NAME (mode, date, seconds, CPU); ...",
+one entry per benchmark (its latest rerun); the machine table stays the first run's. RESULTS.json gets the same
+merge of "sections" (keyed by title), and "reruns" (benchmark -> mode, seconds, machine).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _match(old: Part, bench: str, title: str) -> bool:
 
 
 def _mode_line(head: str, note: dict[str, str]) -> str:
-    """The head with `note` (benchmark -> "mode, date, seconds") recorded on its Mode line."""
+    """The head with `note` (benchmark -> "mode, date, seconds, CPU") recorded on its Mode line."""
     def update(m: re.Match[str]) -> str:
         base, _, done = m.group(0).partition(RERUNS)
         entries = {e.split(" (", 1)[0]: e for e in done.rstrip(".").split("; ") if e}

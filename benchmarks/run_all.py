@@ -1,8 +1,13 @@
-"""Run every benchmark side by side and write benchmarks/results/RESULTS.md (+ PNG plots, results.json).
+"""Run every benchmark side by side and write benchmarks/results/RESULTS.md (+ RESULTS.json, PNG plots).
 
-    python -m benchmarks.run_all            # the full run (make bench), under 15 minutes on 2 cores
-    python -m benchmarks.run_all --quick    # about a minute (make bench-quick)
-    python -m benchmarks.run_all --only throughput,memory
+    python -m benchmarks.run_all            # the full run (make bench), about 30 minutes on 2 cores
+    python -m benchmarks.run_all --quick    # smaller sizes, about 9 minutes (make bench-quick)
+    python -m benchmarks.run_all --only pacing,fleet   # rerun some: the other sections of RESULTS.md are kept
+
+Measured on 2 cores: the full run's parts take about throughput 1, latency 1, utilisation 3, memory 4,
+resume 0.5, startup 0.2, adaptive 4, cap 0.5, batch 0.2, pacing 9 and fleet 7 minutes. With `--only` and an
+existing report the new sections are merged into it (benchmarks/report.py says how); plots are always written
+to benchmarks/results/, whatever `--out` says.
 """
 
 from __future__ import annotations
@@ -62,11 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     fresh = list(zip(names, sections, strict=True))
     raw = {"mode": mode, "machine": info, "timings": timings, "sections": {s.title: s.data for s in sections}}
     if args.only and out.exists():  # keep the sections not run this time (benchmarks/report.py says how)
-        note = {name: f"{mode}, {info['date']}, {timings[name]:.0f} s" for name in names}
+        # the machine table stays the first run's: each rerun names its own CPU
+        note = {name: f"{mode}, {info['date']}, {timings[name]:.0f} s, {info['cpu']}" for name in names}
         report_text, replaced = report.merge(out.read_text(), fresh, note)
         json_path = out.with_suffix(".json")
         old = json.loads(json_path.read_text()) if json_path.exists() else {}
-        raw = report.merge_json(old, {**raw, "reruns": note}, replaced)
+        reruns = {name: {"mode": mode, "seconds": timings[name], "machine": info} for name in names}
+        raw = report.merge_json(old, {**raw, "reruns": reruns}, replaced)
     else:
         label = "quick (`make bench-quick`)" if args.quick else "full (`make bench`)"
         head = "\n".join([
