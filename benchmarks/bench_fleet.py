@@ -1,4 +1,4 @@
-"""9. A fleet on one key: four batchchat processes share one budget through Redis (`--shared`).
+"""10. A fleet on one key: four batchchat processes share one budget through Redis (`--shared`).
 
 Four processes on "two hosts" (two working directories; host B starts `HOST_B_DELAY` s after host A), each
 running a quarter of one input file (`--shard K/4`), all on one API key and one model, each told the whole limit,
@@ -385,7 +385,7 @@ def run(quick: bool, work: Path, only: tuple[str, ...] = SCENARIOS) -> Section:
     if plot:
         body += [f"![fleet]({plot})", ""]
     body.append("Command: `python -m benchmarks.bench_fleet" + (" --quick" if quick else "") + "`.")
-    return Section("9. A fleet on one key (--shared)", "\n".join(body), goals, data)
+    return Section("10. A fleet on one key (--shared)", "\n".join(body), goals, data)
 
 
 def main() -> None:

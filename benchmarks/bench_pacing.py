@@ -1,4 +1,4 @@
-"""8. Pacing on every kind of server: two models with tenfold different limits, a strict one-second window, a
+"""9. Pacing on every kind of server: two models with tenfold different limits, a strict one-second window, a
 gateway's calendar-minute counter, and a single queueing worker without headers.
 
 Every client is the real CLI in auto mode (no limits given) in its own process pinned to the client core; the
@@ -169,4 +169,4 @@ def run(quick: bool, work: Path) -> Section:
     ]
     data = {"mixed": mix, "strict": win, "minute": minute, "queue": queue}
     json.dumps(data, default=str)
-    return Section("8. Pacing on every kind of server", body, goals, data)
+    return Section("9. Pacing on every kind of server", body, goals, data)

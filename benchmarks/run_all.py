@@ -1,8 +1,13 @@
-"""Run every benchmark side by side and write benchmarks/results/RESULTS.md (+ PNG plots, results.json).
+"""Run every benchmark side by side and write benchmarks/results/RESULTS.md (+ RESULTS.json, PNG plots).
 
-    python -m benchmarks.run_all            # the full run (make bench), under 15 minutes on 2 cores
-    python -m benchmarks.run_all --quick    # about a minute (make bench-quick)
-    python -m benchmarks.run_all --only throughput,memory
+    python -m benchmarks.run_all            # the full run (make bench), about 30 minutes on 2 cores
+    python -m benchmarks.run_all --quick    # smaller sizes, about 9 minutes (make bench-quick)
+    python -m benchmarks.run_all --only pacing,fleet   # rerun some: the other sections of RESULTS.md are kept
+
+Measured on 2 cores: the full run's parts take about throughput 1, latency 1, utilisation 3, memory 4,
+resume 0.5, startup 0.2, adaptive 4, cap 0.5, batch 0.2, pacing 9 and fleet 7 minutes. With `--only` and an
+existing report the new sections are merged into it (benchmarks/report.py says how); plots are always written
+to benchmarks/results/, whatever `--out` says.
 """
 
 from __future__ import annotations
@@ -10,14 +15,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import shutil
 import sys
 import time
 import traceback
+from pathlib import Path
 
-from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, verdict, workdir
+from benchmarks import report
+from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, workdir
 
 BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "batch",
-           "pacing"]
+           "pacing", "fleet"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,31 +55,40 @@ def main(argv: list[str] | None = None) -> int:
                                         [(f"{name} ran", "failed", False)]))
             timings[name] = time.perf_counter() - t0
             log(f"{name} done in {timings[name]:.0f} s")
-            for f in (work.iterdir()):
-                f.unlink()
+            for f in work.iterdir():  # some benchmarks (fleet) leave directories
+                if f.is_dir():
+                    shutil.rmtree(f)
+                else:
+                    f.unlink()
     total = time.perf_counter() - started
     info = machine_info()
-    mode = "quick (`make bench-quick`)" if args.quick else "full (`make bench`)"
-    parts = [
-        "# batchchat benchmarks", "",
-        f"Mode: {mode}; benchmarks: {', '.join(names)}; total wall time {total / 60:.1f} min "
-        f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).", "",
-        "Every client talks only to the simulator on 127.0.0.1; simulator and client run in separate processes "
-        "pinned to different cores; every client loop runs on uvloop.", "",
-        table(["machine", ""], [[k, v] for k, v in info.items()]), "",
-        "## Goals", "",
-        table(["benchmark", "goal", "measured", "verdict"],
-              [[s.title, g, v, verdict(ok)] for s in sections for g, v, ok in s.goals]), "",
-    ]
-    parts += [s.markdown() for s in sections]
-    report = "\n".join(parts) + "\n"
-    out = RESULTS_DIR / "RESULTS.md" if not args.out else __import__("pathlib").Path(args.out)
-    out.write_text(report)
-    raw = {"mode": "quick" if args.quick else "full", "machine": info, "timings": timings,
-           "sections": {s.title: s.data for s in sections}}
+    mode = "quick" if args.quick else "full"
+    out = Path(args.out)
+    fresh = list(zip(names, sections, strict=True))
+    raw = {"mode": mode, "machine": info, "timings": timings, "sections": {s.title: s.data for s in sections}}
+    if args.only and out.exists():  # keep the sections not run this time (benchmarks/report.py says how)
+        # the machine table stays the first run's: each rerun names its own CPU
+        note = {name: f"{mode}, {info['date']}, {timings[name]:.0f} s, {info['cpu']}" for name in names}
+        report_text, replaced = report.merge(out.read_text(), fresh, note)
+        json_path = out.with_suffix(".json")
+        old = json.loads(json_path.read_text()) if json_path.exists() else {}
+        reruns = {name: {"mode": mode, "seconds": timings[name], "machine": info} for name in names}
+        raw = report.merge_json(old, {**raw, "reruns": reruns}, replaced)
+    else:
+        label = "quick (`make bench-quick`)" if args.quick else "full (`make bench`)"
+        head = "\n".join([
+            "# batchchat benchmarks", "",
+            f"Mode: {label}; benchmarks: {', '.join(names)}; total wall time {total / 60:.1f} min "
+            f"({', '.join(f'{k} {v:.0f} s' for k, v in timings.items())}).", "",
+            "Every client talks only to the simulator on 127.0.0.1; simulator and client run in separate processes "
+            "pinned to different cores; every client loop runs on uvloop.", "",
+            table(["machine", ""], [[k, v] for k, v in info.items()]), "", ""])
+        parts = [report.section_part(name, s) for name, s in fresh]
+        report_text = report.render(head, report.goal_rows(parts, {s.title: s for s in sections}), parts)
+    out.write_text(report_text)
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     log(f"wrote {out} in {total / 60:.1f} min")
-    print(report)
+    print(report_text)
     return 0 if all(ok for s in sections for g, v, ok in s.goals if not g.endswith(" ran")) or True else 1
 
 
