@@ -5,6 +5,8 @@ running a quarter of one input file (`--shard K/4`), all on one API key and one 
 against one simulator that enforces it (latency uniform 200-2,000 ms). Scenarios:
 - shared: `--shared redis://...` (one budget for the four);
 - alone: the same four without `--shared` (each paces alone, as if it owned the limit);
+- auto: shared, no limit given (auto mode): the first process learns the limits from the headers and
+  publishes them, the others take them from Redis without probing;
 - strict: shared, against a simulator that admits exactly one second's worth per whole second;
 - skew: shared, one process's clock offset by +7 s (libfaketime; skipped when `faketime` is not installed);
 - outage: shared, Redis stopped for `OUTAGE` s mid-run and started again (empty: nothing persisted);
@@ -58,7 +60,7 @@ HEAD, TAIL = 5, 3
 POLL = 0.5
 OUTAGE = 10.0
 SKEW = "+7s"
-SCENARIOS = ("shared", "alone", "strict", "skew", "outage", "overhead")
+SCENARIOS = ("shared", "alone", "auto", "strict", "skew", "outage", "overhead")
 
 
 class RedisProcess:
@@ -147,8 +149,9 @@ class LineCounter:
 
 def _fleet(name: str, work: Path, seconds: float, *, url: str | None, kind: str = "bucket",
            skew: str | None = None, outage: tuple[float, float] | None = None,
-           server: RedisProcess | None = None) -> dict[str, Any]:
-    """Run the four processes to the end; the simulator's stats, per-process completions, exit codes, merge."""
+           server: RedisProcess | None = None, given: bool = True) -> dict[str, Any]:
+    """Run the four processes to the end (`given`: each told the limit; else auto mode): the simulator's stats,
+    per-process completions, exit codes, merge."""
     from batchchat.output.merge import merge
 
     n = int(RPM / 60 * seconds)
@@ -171,9 +174,10 @@ def _fleet(name: str, work: Path, seconds: float, *, url: str | None, kind: str 
                 if k == PROCS // 2:
                     time.sleep(max(0.0, start + HOST_B_DELAY - time.monotonic()))
                 command = [PYTHON, "-m", "batchchat", "run", str(source), "--shard", f"{k}/{PROCS}", "-o",
-                           str(outputs[k]), "--base-url", sim.base_url, "--rpm", str(RPM), "--tpm", str(TPM),
-                           "--concurrency", "256", "--progress", "off", "--summary-json",
-                           str(outputs[k].with_suffix(".summary.json"))]
+                           str(outputs[k]), "--base-url", sim.base_url, "--concurrency", "256", "--progress", "off",
+                           "--summary-json", str(outputs[k].with_suffix(".summary.json"))]
+                if given:
+                    command += ["--rpm", str(RPM), "--tpm", str(TPM)]
                 if url:
                     command += ["--shared", url]
                 if skew and k == PROCS - 1:
@@ -320,6 +324,8 @@ def run(quick: bool, work: Path, only: tuple[str, ...] = SCENARIOS) -> Section:
             options: dict[str, Any] = {"url": server.url}
             if name == "alone":
                 options["url"] = None
+            elif name == "auto":
+                options["given"] = False
             elif name == "strict":
                 options["kind"] = "strict"
             elif name == "skew":
@@ -332,6 +338,7 @@ def run(quick: bool, work: Path, only: tuple[str, ...] = SCENARIOS) -> Section:
                 server.start()
     rows, goals, data = [], [], {}
     labels = {"shared": "--shared", "alone": "no --shared (each told the whole limit)",
+              "auto": "--shared, no limit given (learned, shared)",
               "strict": "--shared, strict 1-s windows", "skew": f"--shared, one clock {SKEW}",
               "outage": f"--shared, Redis lost {outage[1] - outage[0]:.0f} s"}
     for name, r in runs.items():
@@ -348,6 +355,10 @@ def run(quick: bool, work: Path, only: tuple[str, ...] = SCENARIOS) -> Section:
                       ("fleet of 4 with --shared: 429s < 0.5%", f"{a['n429']} ({a['pct429']:.2%})",
                        a["pct429"] < 0.005),
                       ("fleet of 4: nothing lost or duplicated (merge)", "yes" if intact else "no", intact)]
+        elif name == "auto":
+            goals += [("auto mode fleet (limits learned and shared): ≥ 97% of the limit, 429s < 0.5%",
+                       f"{a['pct']:.1%}, {a['n429']} 429s ({a['pct429']:.2%})",
+                       a["pct"] >= 0.97 and a["pct429"] < 0.005)]
         elif name == "strict":
             goals += [("strict windows: ≥ 95% of the limit", f"{a['pct']:.1%}", a["pct"] >= 0.95),
                       ("strict windows: 429s < 0.5%", f"{a['n429']} ({a['pct429']:.2%})", a["pct429"] < 0.005)]

@@ -5,9 +5,9 @@
     python -m benchmarks.run_all --only pacing,fleet   # rerun some: the other sections of RESULTS.md are kept
 
 Measured on 2 cores: the full run's parts take about throughput 1, latency 1, utilisation 3, memory 4,
-resume 0.5, startup 0.2, adaptive 4, cap 0.5, batch 0.2, pacing 9 and fleet 7 minutes. With `--only` and an
-existing report the new sections are merged into it (benchmarks/report.py says how); plots are always written
-to benchmarks/results/, whatever `--out` says.
+resume 0.5, startup 0.2, adaptive 4, cap 0.5, cap_fleet 2, batch 0.2, pacing 9 and fleet 8 minutes. With
+`--only` and an existing report the new sections are merged into it (benchmarks/report.py says how); plots
+are always written to benchmarks/results/, whatever `--out` says.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from pathlib import Path
 from benchmarks import report
 from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, workdir
 
-BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "batch",
-           "pacing", "fleet"]
+BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "cap_fleet",
+           "batch", "pacing", "fleet"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, default=str))
     log(f"wrote {out} in {total / 60:.1f} min")
     print(report_text)
-    return 0 if all(ok for s in sections for g, v, ok in s.goals if not g.endswith(" ran")) or True else 1
+    return 0  # a missed goal is reported in RESULTS.md, not an error of the run
 
 
 if __name__ == "__main__":
