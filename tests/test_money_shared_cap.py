@@ -28,7 +28,7 @@ from batchchat.money.cost import tokens_cost, usage_tokens
 from batchchat.money.guard import FLEET_PATIENCE, Spending
 from batchchat.money.ledger import SharedLedger, cap_key, default_cap_name
 from batchchat.money.prices import PriceTable
-from batchchat.pacing.redis_store import RedisStore
+from batchchat.pacing.redis_store import CAP_RECOVERY, RedisStore
 from batchchat.pacing.shared import SharedStore, SharedStoreLost
 from batchchat.pacing.store import LocalStore
 from batchchat.simulator import Simulator
@@ -289,3 +289,31 @@ def test_a_capped_fleet_stops_when_redis_is_lost_even_with_the_local_fallback(tm
     assert done.returncode == 8, done.stderr
     assert "spending cap" in done.stderr and "cannot be kept without it" in done.stderr
     assert sim.stats()["requests"] == 0 and "Traceback" not in done.stderr
+
+
+async def test_a_redis_restarted_empty_gets_every_live_processs_spending_back_before_a_reservation(
+        redis_url: str) -> None:
+    stores = [SharedStore(RedisStore(redis_url)) for _ in range(2)]
+    a, b = (SharedLedger(store, "restart", "job", 1.0) for store in stores)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for ledger, held, spent in ((a, 0.6, 0.5), (b, 0.35, 0.3)):
+            assert await ledger.try_reserve(held)
+            await ledger.settle(held, spent)
+        assert await b.try_reserve(0.1)  # held for a request in flight
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stores[1].keep_listed, {"host": "b"})  # B, busy with its request: its heartbeat loop
+            client.flushall()  # Redis restarted with nothing persisted: the fleet's $0.90 is gone from it
+            started = anyio.current_time()
+            # A puts back its $0.50 and waits while every live process puts back its own (B: $0.30 + $0.10)
+            assert not await a.try_reserve(0.2)  # 0.9 + 0.2 > 1.0: refused, as before the loss
+            assert anyio.current_time() - started >= CAP_RECOVERY - 0.1
+            tg.cancel_scope.cancel()
+        assert await a.usage() == (pytest.approx(0.8), pytest.approx(0.1))
+        assert not await b.try_reserve(0.15)
+        assert await a.try_reserve(0.1)  # exactly the cap
+        assert not await b.try_reserve(0.001)
+    finally:
+        client.close()
+        for store in stores:
+            await store.close()

@@ -29,7 +29,7 @@ async def fleet_caps(url: str, labels: Mapping[str, str]) -> list[CapStatus]:
     import redis.asyncio as aioredis
     from redis.exceptions import RedisError
 
-    from batchchat.pacing.redis_store import SharedStoreUnavailable, redact_url
+    from batchchat.pacing.redis_store import SharedStoreUnavailable, cap_figures, redact_url
 
     client = aioredis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
     try:
@@ -38,11 +38,11 @@ async def fleet_caps(url: str, labels: Mapping[str, str]) -> list[CapStatus]:
             names = [raw.decode() async for raw in client.scan_iter(match="batchchat:{*}:cap", count=500)]
             keys = dict.fromkeys([*labels, *(name[len("batchchat:{"):-len("}:cap")] for name in names)])
             for key in keys:
-                cap, spent, reserved = await client.hmget(f"batchchat:{{{key}}}:cap", "cap", "spent", "reserved")
-                if spent is None and key not in labels:
+                fields = await client.hgetall(f"batchchat:{{{key}}}:cap")
+                if not fields and key not in labels:
                     continue
-                found.append(CapStatus(key, labels.get(key, f"cap {key[:12]}"), None if cap is None else float(cap),
-                                       float(spent or 0.0), float(reserved or 0.0)))
+                spent, reserved, cap = cap_figures(fields)
+                found.append(CapStatus(key, labels.get(key, f"cap {key[:12]}"), cap, spent, reserved))
         except (RedisError, OSError) as exc:
             raise SharedStoreUnavailable(redact_url(url), str(exc).splitlines()[0][:200]) from None
         return found

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -103,6 +104,10 @@ class SharedLedger:
         self.store = store
         self.key = key
         self.name = name
+        self.holder = getattr(store, "process_id", None) or secrets.token_hex(8)  # this process, in the store
+        watch = getattr(store, "watch_cap", None)
+        if watch is not None:  # a store that can lose its data (Redis restarted empty) gets ours back
+            watch(key, self.holder, lambda: (self.own.spent, self.own.reserved))
         self.own = SpendLedger(cap)
         self.fleet_spent: float | None = None
 
@@ -123,7 +128,8 @@ class SharedLedger:
 
     async def try_reserve(self, amount: float) -> bool:
         """Reserve `amount` against the fleet's cap (atomically in the store), and mirror it here."""
-        if not await self.store.reserve_spend(self.key, self.own.cap, _rounded_up(amount)):
+        own = (self.own.spent, self.own.reserved)  # put back first if the store lost them
+        if not await self.store.reserve_spend(self.key, self.own.cap, _rounded_up(amount), self.holder, own):
             return False
         self.own.try_reserve(amount)  # mirrors the store's reservation (never refused: it only sees this process)
         return True
@@ -131,12 +137,12 @@ class SharedLedger:
     async def settle(self, reserved: float, actual: float) -> None:
         """A billed attempt: its reservation becomes `actual` spent, in the fleet's cap and here."""
         self.own.settle(reserved, actual)
-        await self.store.settle_spend(self.key, _rounded_up(reserved), actual)
+        await self.store.settle_spend(self.key, _rounded_up(reserved), actual, self.holder)
 
     async def release(self, reserved: float) -> None:
         """An attempt certainly not billed: its reservation is given back to the fleet."""
         self.own.release(reserved)
-        await self.store.settle_spend(self.key, _rounded_up(reserved), 0.0)
+        await self.store.settle_spend(self.key, _rounded_up(reserved), 0.0, self.holder)
 
     async def usage(self) -> tuple[float, float]:
         """(spent, reserved) by the whole fleet, from the store."""

@@ -34,10 +34,16 @@ from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapsh
 
 BUDGET_KEEP = 300.0  # seconds an idle budget (empty, out of cooldown) is kept before it expires
 CAP_KEEP = 86_400.0  # seconds a spending cap is kept after its last use
+CAP_RECOVERY = 3.0  # seconds a cap that lost its data takes no reservation (live processes put theirs back)
 SOCKET_TIMEOUT = 5.0  # seconds to connect, and to wait for an answer, before Redis counts as unreachable
 MAX_CONNECTIONS = 64  # connections per store; more tasks than this wait their turn for one
 
 T = TypeVar("T")
+
+
+class CapRecovering(Exception):
+    """A shared spending cap lost its data (Redis restarted empty) and is being put back by its live processes:
+    no reservation is taken for `CAP_RECOVERY` seconds."""
 
 
 class SharedStoreUnavailable(Exception):
@@ -239,20 +245,32 @@ class RedisStore:
         """The Redis key of a spending cap's hash."""
         return f"batchchat:{{{cap_key}}}:cap"
 
-    async def reserve_spend(self, cap_key: str, cap: float, amount: float) -> bool:
-        """See `BudgetStore.reserve_spend` (atomic across the fleet: `cap.lua`)."""
-        args = ["reserve", _arg(self._cap_keep), _arg(cap), _arg(amount)]
-        return bool(await self._call(lambda: self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args)))
+    async def reserve_spend(self, cap_key: str, cap: float, amount: float, holder: str = "-",
+                            own: tuple[float, float] = (0.0, 0.0)) -> bool:
+        """See `BudgetStore.reserve_spend` (atomic across the fleet: `cap.lua`). Raises `CapRecovering` while
+        the cap's hash recovers from a loss (`CAP_RECOVERY` seconds, in which live processes put theirs back)."""
+        args = ["reserve", _arg(self._cap_keep), holder, _arg(own[0]), _arg(own[1]), _arg(CAP_RECOVERY), _arg(cap),
+                _arg(amount)]
+        result = await self._call(lambda: self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args))
+        if result == 2:
+            raise CapRecovering(f"spending cap {cap_key[:12]} is recovering from a loss of its data in Redis")
+        return bool(result)
 
-    async def settle_spend(self, cap_key: str, reserved: float, actual: float) -> None:
+    async def restore_spend(self, cap_key: str, holder: str, own: tuple[float, float]) -> None:
+        """See `BudgetStore.restore_spend`."""
+        args = ["restore", _arg(self._cap_keep), holder, _arg(own[0]), _arg(own[1]), _arg(CAP_RECOVERY)]
+        await self._call(lambda: self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args))
+
+    async def settle_spend(self, cap_key: str, reserved: float, actual: float, holder: str = "-") -> None:
         """See `BudgetStore.settle_spend`."""
-        args = ["settle", _arg(self._cap_keep), _arg(reserved), _arg(actual)]
+        args = ["settle", _arg(self._cap_keep), holder, _arg(reserved), _arg(actual)]
         await self._call(lambda: self._scripts["cap"](keys=[self.cap_key(cap_key)], args=args))
 
     async def cap_usage(self, cap_key: str) -> tuple[float, float]:
         """See `BudgetStore.cap_usage`."""
-        spent, reserved = await self._call(lambda: self._redis.hmget(self.cap_key(cap_key), "spent", "reserved"))
-        return float(spent or 0.0), float(reserved or 0.0)
+        fields = await self._call(lambda: self._redis.hgetall(self.cap_key(cap_key)))
+        spent, reserved, _ = cap_figures(fields)
+        return spent, reserved
 
     async def ping(self) -> None:
         """Raise `SharedStoreUnavailable` unless Redis answers (a check before a run starts)."""
@@ -263,6 +281,18 @@ class RedisStore:
         close = getattr(self._redis, "aclose", None) or self._redis.close  # aclose: redis-py 5.0.1 on
         await close()
         await self._pool.disconnect()
+
+
+def cap_figures(fields: Mapping[bytes, bytes]) -> tuple[float, float, float | None]:
+    """(spent, reserved, cap) of a cap's hash (`cap.lua`): the sums over its holders, and the cap last asked."""
+    spent = reserved = 0.0
+    for name, value in fields.items():
+        if name.startswith(b"s:"):
+            spent += float(value)
+        elif name.startswith(b"r:"):
+            reserved += float(value)
+    cap = fields.get(b"cap")
+    return spent, reserved, None if cap is None else float(cap)
 
 
 def _reason(exc: BaseException) -> str:

@@ -32,7 +32,7 @@ import anyio
 
 from batchchat.errors import BatchchatError, ExitCode, UsageError
 from batchchat.pacing.bucket import Limits, capacity
-from batchchat.pacing.redis_store import SharedStoreUnavailable
+from batchchat.pacing.redis_store import CAP_RECOVERY, CapRecovering, SharedStoreUnavailable
 from batchchat.pacing.store import BudgetStore, LocalStore, ProcessInfo, Snapshot
 
 FALLBACKS = ("stop", "local")
@@ -45,6 +45,7 @@ LEASE_SHARE = 0.05  # ...and at most this share of the budget's burst (so a leas
 LEASE_TTL = 0.25  # seconds a lease is kept; what is left of it then goes back to the budget
 FLUSH_EVERY = 0.05  # seconds between round trips that carry settles and refunds (summed per budget meanwhile)
 HEARTBEAT_EVERY = 5.0  # seconds between heartbeats (a process is dropped after `store.PROCESS_TTL` of silence)
+CAP_RESTORE_EVERY = CAP_RECOVERY / 3  # seconds between checks that the store still holds this process's spending
 
 
 class SharedStoreLost(BatchchatError):
@@ -123,8 +124,9 @@ class SharedStore:
         self._leases: dict[str, _Lease] = {}
         self._flushed = -math.inf
         self._flushing = False
-        self._spend_pending: list[tuple[str, float, float]] = []
+        self._spend_pending: list[tuple[str, float, float, str]] = []
         self._keys: dict[str, None] = {}  # budgets drawn on, in order (for keep_listed)
+        self._caps: dict[tuple[str, str], Callable[[], tuple[float, float]]] = {}  # (cap, holder) -> its figures
         self.process_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
     # -- the outage policy ---------------------------------------------------------------------------------
@@ -221,8 +223,8 @@ class SharedStore:
                 self._restore(key, item)
                 raise
         while self._spend_pending:
-            cap_key, reserved, actual = self._spend_pending[0]
-            await self.inner.settle_spend(cap_key, reserved, actual)
+            cap_key, reserved, actual, holder = self._spend_pending[0]
+            await self.inner.settle_spend(cap_key, reserved, actual, holder)
             self._spend_pending.pop(0)
         self._flushed = self._clock()
 
@@ -411,7 +413,8 @@ class SharedStore:
         """See `BudgetStore.processes`."""
         return await self.inner.processes(key)
 
-    async def reserve_spend(self, cap_key: str, cap: float, amount: float) -> bool:
+    async def reserve_spend(self, cap_key: str, cap: float, amount: float, holder: str = "-",
+                            own: tuple[float, float] = (0.0, 0.0)) -> bool:
         """See `BudgetStore.reserve_spend`: waits while the shared store is unreachable, as `reserve` does.
 
         A fleet's spending cap never falls back to local: N processes each holding the whole cap could spend N
@@ -425,20 +428,35 @@ class SharedStore:
                     "--shared-fallback local (which applies to rate budgets only). Rerun to resume once Redis is back"
                 )
             try:
-                return await self.inner.reserve_spend(cap_key, cap, amount)
+                return await self.inner.reserve_spend(cap_key, cap, amount, holder, own)
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
+            except CapRecovering:  # Redis lost the cap: its live processes are putting their spending back
+                await self._sleep(CAP_RESTORE_EVERY / 2)
 
-    async def settle_spend(self, cap_key: str, reserved: float, actual: float) -> None:
+    async def settle_spend(self, cap_key: str, reserved: float, actual: float, holder: str = "-") -> None:
         """See `BudgetStore.settle_spend` (kept and replayed while the store is away: the fleet's spending must
         reach the shared cap, whatever the rate budgets fell back to)."""
         if self.state == _UP:
             try:
-                await self.inner.settle_spend(cap_key, reserved, actual)
+                await self.inner.settle_spend(cap_key, reserved, actual, holder)
                 return
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
-        self._spend_pending.append((cap_key, reserved, actual))
+        self._spend_pending.append((cap_key, reserved, actual, holder))
+
+    async def restore_spend(self, cap_key: str, holder: str, own: tuple[float, float]) -> None:
+        """See `BudgetStore.restore_spend` (nothing while the store is away: `keep_listed` tries again)."""
+        if self.state == _UP:
+            try:
+                await self.inner.restore_spend(cap_key, holder, own)
+            except SharedStoreUnavailable as exc:
+                self._lost_contact(exc)
+
+    def watch_cap(self, cap_key: str, holder: str, figures: Callable[[], tuple[float, float]]) -> None:
+        """Have `keep_listed` put `holder`'s (spent, reserved) from `figures()` back into the cap every
+        `CAP_RESTORE_EVERY` seconds where the store lost them (Redis restarted empty)."""
+        self._caps[cap_key, holder] = figures
 
     async def cap_usage(self, cap_key: str) -> tuple[float, float]:
         """See `BudgetStore.cap_usage`: a fleet's cap is known only in the store, so this waits through an outage
@@ -465,7 +483,12 @@ class SharedStore:
         seconds, until cancelled. Quiet while the store is away (the budget operations report the outage)."""
         registered: dict[str, None] = {}
         last = -every
+        restored = -CAP_RESTORE_EVERY
         while True:
+            if self._caps and self._clock() - restored >= CAP_RESTORE_EVERY:
+                restored = self._clock()
+                for (cap_key, holder), figures in list(self._caps.items()):
+                    await self.restore_spend(cap_key, holder, figures())
             new = [key for key in self._keys if key not in registered]
             due = self._clock() - last >= every
             if self.state == _UP and (new or due):

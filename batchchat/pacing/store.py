@@ -85,12 +85,19 @@ class BudgetStore(Protocol):
         """The processes heard from within `PROCESS_TTL`, by process id."""
         ...
 
-    async def reserve_spend(self, cap_key: str, cap: float, amount: float) -> bool:
-        """Reserve `amount` against `cap` if spent + reserved + amount stays within it."""
+    async def reserve_spend(self, cap_key: str, cap: float, amount: float, holder: str = "-",
+                            own: tuple[float, float] = (0.0, 0.0)) -> bool:
+        """Reserve `amount` for `holder` (a process) against `cap` if spent + reserved + amount stays within it.
+        `own`: what the holder counts as its spent and reserved, put back first where the store holds less (a
+        store that lost its data must not let the fleet spend again what it spent)."""
         ...
 
-    async def settle_spend(self, cap_key: str, reserved: float, actual: float) -> None:
-        """Turn a reservation of `reserved` into `actual` spending (the difference is refunded)."""
+    async def settle_spend(self, cap_key: str, reserved: float, actual: float, holder: str = "-") -> None:
+        """Turn `holder`'s reservation of `reserved` into `actual` spending (the difference is refunded)."""
+        ...
+
+    async def restore_spend(self, cap_key: str, holder: str, own: tuple[float, float]) -> None:
+        """Put back `holder`'s (spent, reserved) where the store holds less (it lost its data)."""
         ...
 
     async def cap_usage(self, cap_key: str) -> tuple[float, float]:
@@ -245,19 +252,23 @@ class LocalStore:
             for pid, p in sorted(budget.processes.items())
         ]
 
-    async def reserve_spend(self, cap_key: str, cap: float, amount: float) -> bool:
-        """See `BudgetStore.reserve_spend`."""
+    async def reserve_spend(self, cap_key: str, cap: float, amount: float, holder: str = "-",
+                            own: tuple[float, float] = (0.0, 0.0)) -> bool:
+        """See `BudgetStore.reserve_spend` (one process: the holder and its own figures are not needed)."""
         entry = self._caps.setdefault(cap_key, [0.0, 0.0])
         if entry[0] + entry[1] + amount > cap + bucket.EPSILON:
             return False
         entry[1] += amount
         return True
 
-    async def settle_spend(self, cap_key: str, reserved: float, actual: float) -> None:
+    async def settle_spend(self, cap_key: str, reserved: float, actual: float, holder: str = "-") -> None:
         """See `BudgetStore.settle_spend`."""
         entry = self._caps.setdefault(cap_key, [0.0, 0.0])
         entry[1] = max(0.0, entry[1] - reserved)
         entry[0] += actual
+
+    async def restore_spend(self, cap_key: str, holder: str, own: tuple[float, float]) -> None:
+        """Nothing to restore: this store's data lives as long as its process."""
 
     async def cap_usage(self, cap_key: str) -> tuple[float, float]:
         """See `BudgetStore.cap_usage`."""

@@ -1,31 +1,65 @@
--- cap: a spending cap shared by every process. KEYS[1] = the cap's hash (fields spent, reserved, cap);
--- ARGV[1] = 'reserve' or 'settle', ARGV[2] = seconds the cap is kept after its last use.
--- reserve ARGV[3] = cap, ARGV[4] = amount: reserved += amount if spent + reserved + amount <= cap (returns 1),
--- else nothing (returns 0). settle ARGV[3] = what was reserved, ARGV[4] = what was actually spent: the
--- reservation is released (never below 0) and the actual amount counted as spent.
-local f = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
-local spent = tonumber(f[1]) or 0.0
-local reserved = tonumber(f[2]) or 0.0
+-- cap: a spending cap shared by every process. KEYS[1] = the cap's hash: per holder (a process) 's:<holder>'
+-- (spent) and 'r:<holder>' (reserved for its requests in flight), 'cap' (the cap last asked for) and 'lost_at'.
+-- ARGV[1] = 'reserve', 'settle' or 'restore', ARGV[2] = seconds the cap is kept after its last use,
+-- ARGV[3] = the holder.
+-- restore ARGV[4], ARGV[5] = what the holder itself counts as its spent and reserved: when the hash holds less
+-- for it (Redis restarted empty, or the key expired while it ran), they are put back, and the hash is marked
+-- lost (`lost_at`, the server's time): until ARGV[6] seconds have passed, in which every live process puts its
+-- figures back, no reservation is taken (returns 2). Returns 1.
+-- reserve ARGV[4..6] as restore, then ARGV[7] = cap, ARGV[8] = amount: r:<holder> += amount if the sum over
+-- every holder + amount <= cap (returns 1), else nothing (returns 0); 2 while the hash recovers from a loss.
+-- settle ARGV[4] = what was reserved, ARGV[5] = what was actually spent: the reservation is released (never
+-- below 0; a float residue is nothing held) and the actual amount counted as the holder's spent.
+local key = KEYS[1]
 local op = ARGV[1]
+local s_field = 's:' .. ARGV[3]
+local r_field = 'r:' .. ARGV[3]
 local result = 1
-if op == 'reserve' then
-  local cap = tonumber(ARGV[3])
-  redis.call('HSET', KEYS[1], 'cap', ARGV[3])  -- the cap last asked for, for `batchchat status --shared`
-  local amount = tonumber(ARGV[4])
-  if spent + reserved + amount > cap + 1e-9 then
-    result = 0
-  else
-    reserved = reserved + amount
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1e6
+end
+if op == 'reserve' or op == 'restore' then
+  local own = tonumber(ARGV[4]) + tonumber(ARGV[5])
+  local all = redis.call('HGETALL', key)
+  local total = 0.0
+  local mine = 0.0
+  local lost_at = nil
+  for i = 1, #all, 2 do
+    local name = all[i]
+    local prefix = string.sub(name, 1, 2)
+    if prefix == 's:' or prefix == 'r:' then
+      local value = tonumber(all[i + 1]) or 0.0
+      total = total + value
+      if name == s_field or name == r_field then mine = mine + value end
+    elseif name == 'lost_at' then
+      lost_at = tonumber(all[i + 1])
+    end
+  end
+  if mine < own - 1e-12 then
+    lost_at = now()
+    redis.call('HSET', key, s_field, ARGV[4], r_field, ARGV[5], 'lost_at', string.format('%.17g', lost_at))
+    total = total - mine + own
+  end
+  if op == 'reserve' then
+    local cap = tonumber(ARGV[7])
+    local amount = tonumber(ARGV[8])
+    redis.call('HSET', key, 'cap', ARGV[7])
+    if lost_at ~= nil and now() - lost_at < tonumber(ARGV[6]) then
+      result = 2
+    elseif total + amount > cap + 1e-9 then
+      result = 0
+    else
+      redis.call('HINCRBYFLOAT', key, r_field, ARGV[8])
+    end
   end
 elseif op == 'settle' then
-  reserved = reserved - tonumber(ARGV[3])
-  if reserved < 1e-12 then reserved = 0.0 end  -- the float residue of settled reservations is nothing held
-  spent = spent + tonumber(ARGV[4])
+  local reserved = (tonumber(redis.call('HGET', key, r_field)) or 0.0) - tonumber(ARGV[4])
+  if reserved < 1e-12 then reserved = 0.0 end
+  redis.call('HSET', key, r_field, string.format('%.17g', reserved))
+  redis.call('HINCRBYFLOAT', key, s_field, ARGV[5])
 else
   return redis.error_reply('cap.lua: unknown operation ' .. tostring(op))
 end
-if result == 1 then
-  redis.call('HSET', KEYS[1], 'spent', string.format('%.17g', spent), 'reserved', string.format('%.17g', reserved))
-end
-redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2]) * 1000))
+redis.call('PEXPIRE', key, math.ceil(tonumber(ARGV[2]) * 1000))
 return result
