@@ -317,3 +317,33 @@ async def test_a_redis_restarted_empty_gets_every_live_processs_spending_back_be
         client.close()
         for store in stores:
             await store.close()
+
+
+async def test_many_uneven_settles_are_never_taken_for_a_lost_cap(redis_url: str) -> None:
+    store = SharedStore(RedisStore(redis_url))
+    ledgers = [SharedLedger(store, "drift", "job", 1e6), SharedLedger(SharedStore(RedisStore(redis_url)), "drift",
+                                                                       "job", 1e6)]
+
+    async def worker(ledger: SharedLedger, seed: int) -> None:
+        for k in range(300):
+            held = 1e-5 * (1 + (k * seed) % 17) / 3.0
+            assert await ledger.try_reserve(held)
+            actual = held * ((k + seed) % 7) / 7.0 if k % 50 else held * 1.5  # now and then an overrun
+            await ledger.settle(held, actual)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n, ledger in enumerate(ledgers * 2):
+                tg.start_soon(worker, ledger, n + 1)
+        client = redis.Redis.from_url(redis_url)
+        try:
+            fields = client.hgetall(RedisStore.cap_key("drift"))
+        finally:
+            client.close()
+        assert b"lost_at" not in fields  # the mirrors never ran ahead of the store: no false alarm, no pause
+        spent, reserved = await ledgers[0].usage()
+        assert spent == pytest.approx(sum(ledger.spent for ledger in ledgers), rel=1e-9)
+        assert reserved == pytest.approx(0.0, abs=1e-12)
+    finally:
+        for ledger in ledgers:
+            await ledger.store.close()

@@ -131,13 +131,22 @@ class SharedLedger:
         own = (self.own.spent, self.own.reserved)  # put back first if the store lost them
         if not await self.store.reserve_spend(self.key, self.own.cap, _rounded_up(amount), self.holder, own):
             return False
-        self.own.try_reserve(amount)  # mirrors the store's reservation (never refused: it only sees this process)
+        self.own.try_reserve(amount)  # the mirror (the store's figures include ours, so it fits here too)
         return True
 
     async def settle(self, reserved: float, actual: float) -> None:
-        """A billed attempt: its reservation becomes `actual` spent, in the fleet's cap and here."""
+        """A billed attempt: its reservation becomes `actual` spent, in the fleet's cap and here.
+
+        The mirror never counts more than the store holds for this process, or a reservation made meanwhile
+        would take the store for one that lost its data: it settles first, unless the answer cost more than
+        its reservation (a provider's overrun), which the store takes first."""
+        cost = round(actual * NANO) / NANO  # as the mirror counts it
+        if actual > reserved:
+            await self.store.settle_spend(self.key, _rounded_up(reserved), cost, self.holder)
+            self.own.settle(reserved, actual)
+            return
         self.own.settle(reserved, actual)
-        await self.store.settle_spend(self.key, _rounded_up(reserved), actual, self.holder)
+        await self.store.settle_spend(self.key, _rounded_up(reserved), cost, self.holder)
 
     async def release(self, reserved: float) -> None:
         """An attempt certainly not billed: its reservation is given back to the fleet."""

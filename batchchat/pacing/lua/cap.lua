@@ -36,7 +36,7 @@ if op == 'reserve' or op == 'restore' then
       lost_at = tonumber(all[i + 1])
     end
   end
-  if mine < own - 1e-12 then
+  if mine < own * (1 - 1e-6) - 1e-9 then  -- well below: lost (not the drift of float sums or rounding)
     lost_at = now()
     redis.call('HSET', key, s_field, ARGV[4], r_field, ARGV[5], 'lost_at', string.format('%.17g', lost_at))
     total = total - mine + own
