@@ -92,7 +92,8 @@ def one_fleet_seed(seed: int, job: Path, work: Path, fleet: int, url: str) -> di
              "--max-wait", "0.2", "--concurrency", str(max(4, 32 // fleet)), "--shard", f"{k}/{fleet}",
              "--shared", url, "--max-cost", str(cap), "--cap-name", f"bench-cap-{seed}",
              "--summary-json", str(work / f"fleet{seed}-{k}.summary.json")],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for k in range(fleet)]
+            env=env, stdout=subprocess.DEVNULL, stderr=(work / f"fleet{seed}-{k}.stderr").open("wb"))
+            for k in range(fleet)]
         codes = [p.wait(timeout=600) for p in procs]
         billed = billed_usd(sim.stats())
     summaries = [orjson.loads((work / f"fleet{seed}-{k}.summary.json").read_bytes()) for k in range(fleet)]

@@ -319,22 +319,37 @@ async def test_a_redis_restarted_empty_gets_every_live_processs_spending_back_be
             await store.close()
 
 
+class SlowNetwork(RedisStore):
+    """A real Redis a little far away: every settle takes 5 ms to get there (a check may run meanwhile)."""
+
+    async def settle_spend(self, cap_key: str, reserved: float, actual: float, holder: str = "-") -> None:
+        await anyio.sleep(0.005)
+        await super().settle_spend(cap_key, reserved, actual, holder)
+
+
 async def test_many_uneven_settles_are_never_taken_for_a_lost_cap(redis_url: str) -> None:
-    store = SharedStore(RedisStore(redis_url))
-    ledgers = [SharedLedger(store, "drift", "job", 1e6), SharedLedger(SharedStore(RedisStore(redis_url)), "drift",
-                                                                       "job", 1e6)]
+    ledgers = [SharedLedger(SharedStore(SlowNetwork(redis_url)), "drift", "job", 1e6) for _ in range(2)]
 
     async def worker(ledger: SharedLedger, seed: int) -> None:
-        for k in range(300):
+        for k in range(100):
             held = 1e-5 * (1 + (k * seed) % 17) / 3.0
             assert await ledger.try_reserve(held)
             actual = held * ((k + seed) % 7) / 7.0 if k % 50 else held * 1.5  # now and then an overrun
             await ledger.settle(held, actual)
 
+    async def checker(ledger: SharedLedger, done: anyio.Event) -> None:  # as keep_listed does, but all the time
+        while not done.is_set():
+            await ledger.store.restore_spend(ledger.key, ledger.holder, (ledger.own.spent, ledger.own.reserved))
+
     try:
+        done = anyio.Event()
         async with anyio.create_task_group() as tg:
-            for n, ledger in enumerate(ledgers * 2):
-                tg.start_soon(worker, ledger, n + 1)
+            for ledger in ledgers:
+                tg.start_soon(checker, ledger, done)
+            async with anyio.create_task_group() as workers:
+                for n, ledger in enumerate(ledgers * 2):
+                    workers.start_soon(worker, ledger, n + 1)
+            done.set()
         client = redis.Redis.from_url(redis_url)
         try:
             fields = client.hgetall(RedisStore.cap_key("drift"))

@@ -184,8 +184,7 @@ class Spending:
         try:
             outcome = await sender.send(job.url, content)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._settle(amount, None)  # cancelled while sent: its fate is unknown
+            await self._settle(amount, None)  # cancelled while sent: its fate is unknown
             raise
         await self._account(job, amount, prompt, outcome)
         return outcome
@@ -276,12 +275,14 @@ class Spending:
         if actual is None:
             self.unknown_fate += 1
             self.unknown_fate_usd += amount
-        await self.ledger.settle(amount, amount if actual is None else actual)
+        with anyio.CancelScope(shield=True):  # a cancel must not leave the ledger half told (here, not the store)
+            await self.ledger.settle(amount, amount if actual is None else actual)
         self._wake()
 
     async def _release(self, amount: float) -> None:
         assert self.ledger is not None
-        await self.ledger.release(amount)
+        with anyio.CancelScope(shield=True):
+            await self.ledger.release(amount)
         self._wake()
 
     def _wake(self) -> None:

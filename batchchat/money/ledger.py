@@ -135,23 +135,16 @@ class SharedLedger:
         return True
 
     async def settle(self, reserved: float, actual: float) -> None:
-        """A billed attempt: its reservation becomes `actual` spent, in the fleet's cap and here.
-
-        The mirror never counts more than the store holds for this process, or a reservation made meanwhile
-        would take the store for one that lost its data: it settles first, unless the answer cost more than
-        its reservation (a provider's overrun), which the store takes first."""
-        cost = round(actual * NANO) / NANO  # as the mirror counts it
-        if actual > reserved:
-            await self.store.settle_spend(self.key, _rounded_up(reserved), cost, self.holder)
-            self.own.settle(reserved, actual)
-            return
+        """A billed attempt: its reservation becomes `actual` spent, in the fleet's cap and here (the store
+        first: what this process counts as spent is never more than the store holds for it, so that the store
+        can tell a loss of its data from a settle on its way)."""
+        await self.store.settle_spend(self.key, _rounded_up(reserved), round(actual * NANO) / NANO, self.holder)
         self.own.settle(reserved, actual)
-        await self.store.settle_spend(self.key, _rounded_up(reserved), cost, self.holder)
 
     async def release(self, reserved: float) -> None:
         """An attempt certainly not billed: its reservation is given back to the fleet."""
-        self.own.release(reserved)
         await self.store.settle_spend(self.key, _rounded_up(reserved), 0.0, self.holder)
+        self.own.release(reserved)
 
     async def usage(self) -> tuple[float, float]:
         """(spent, reserved) by the whole fleet, from the store."""

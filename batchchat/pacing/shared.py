@@ -428,7 +428,8 @@ class SharedStore:
                     "--shared-fallback local (which applies to rate budgets only). Rerun to resume once Redis is back"
                 )
             try:
-                return await self.inner.reserve_spend(cap_key, cap, amount, holder, own)
+                with anyio.CancelScope(shield=True):  # one round trip: a cancel must not lose a reservation made
+                    return await self.inner.reserve_spend(cap_key, cap, amount, holder, own)
             except SharedStoreUnavailable as exc:
                 self._lost_contact(exc)
             except CapRecovering:  # Redis lost the cap: its live processes are putting their spending back

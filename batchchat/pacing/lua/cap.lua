@@ -3,8 +3,8 @@
 -- ARGV[1] = 'reserve', 'settle' or 'restore', ARGV[2] = seconds the cap is kept after its last use,
 -- ARGV[3] = the holder.
 -- restore ARGV[4], ARGV[5] = what the holder itself counts as its spent and reserved: when the hash holds less
--- for it (Redis restarted empty, or the key expired while it ran), they are put back, and the hash is marked
--- lost (`lost_at`, the server's time): until ARGV[6] seconds have passed, in which every live process puts its
+-- spent for it, or no reservation field while it holds some (Redis restarted empty, or the key expired while it
+-- ran), they are put back (never lowering what the hash holds), and the hash is marked lost (`lost_at`, the server's time): until ARGV[6] seconds have passed, in which every live process puts its
 -- figures back, no reservation is taken (returns 2). Returns 1.
 -- reserve ARGV[4..6] as restore, then ARGV[7] = cap, ARGV[8] = amount: r:<holder> += amount if the sum over
 -- every holder + amount <= cap (returns 1), else nothing (returns 0); 2 while the hash recovers from a loss.
@@ -20,10 +20,12 @@ local function now()
   return tonumber(t[1]) + tonumber(t[2]) / 1e6
 end
 if op == 'reserve' or op == 'restore' then
-  local own = tonumber(ARGV[4]) + tonumber(ARGV[5])
+  local own_s = tonumber(ARGV[4])
+  local own_r = tonumber(ARGV[5])
   local all = redis.call('HGETALL', key)
   local total = 0.0
-  local mine = 0.0
+  local s_val = 0.0
+  local r_val = nil
   local lost_at = nil
   for i = 1, #all, 2 do
     local name = all[i]
@@ -31,15 +33,20 @@ if op == 'reserve' or op == 'restore' then
     if prefix == 's:' or prefix == 'r:' then
       local value = tonumber(all[i + 1]) or 0.0
       total = total + value
-      if name == s_field or name == r_field then mine = mine + value end
+      if name == s_field then s_val = value elseif name == r_field then r_val = value end
     elseif name == 'lost_at' then
       lost_at = tonumber(all[i + 1])
     end
   end
-  if mine < own * (1 - 1e-6) - 1e-9 then  -- well below: lost (not the drift of float sums or rounding)
+  -- spent only grows, and the store is told before the holder counts it: less here than the holder counts
+  -- (beyond float drift) is a loss; so is no reservation field at all for a holder that holds some
+  if s_val < own_s * (1 - 1e-6) - 1e-9 or (r_val == nil and own_r > 1e-9) then
     lost_at = now()
-    redis.call('HSET', key, s_field, ARGV[4], r_field, ARGV[5], 'lost_at', string.format('%.17g', lost_at))
-    total = total - mine + own
+    local new_s = s_val + own_s  -- what was settled here since the loss, plus what the holder had: never less
+    local new_r = math.max(r_val or 0.0, own_r)
+    redis.call('HSET', key, s_field, string.format('%.17g', new_s), r_field, string.format('%.17g', new_r),
+               'lost_at', string.format('%.17g', lost_at))
+    total = total - s_val - (r_val or 0.0) + new_s + new_r
   end
   if op == 'reserve' then
     local cap = tonumber(ARGV[7])
@@ -54,9 +61,12 @@ if op == 'reserve' or op == 'restore' then
     end
   end
 elseif op == 'settle' then
-  local reserved = (tonumber(redis.call('HGET', key, r_field)) or 0.0) - tonumber(ARGV[4])
-  if reserved < 1e-12 then reserved = 0.0 end
-  redis.call('HSET', key, r_field, string.format('%.17g', reserved))
+  local held = redis.call('HGET', key, r_field)
+  if held then  -- no field: the hash was lost, and the holder puts its figures back (restore)
+    local reserved = tonumber(held) - tonumber(ARGV[4])
+    if reserved < 1e-12 then reserved = 0.0 end
+    redis.call('HSET', key, r_field, string.format('%.17g', reserved))
+  end
   redis.call('HINCRBYFLOAT', key, s_field, ARGV[5])
 else
   return redis.error_reply('cap.lua: unknown operation ' .. tostring(op))
