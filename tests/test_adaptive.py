@@ -196,6 +196,13 @@ async def test_aimd_keeps_what_a_pool_of_workers_needs() -> None:
     assert 30 <= mean_limit <= 48, mean_limit
 
 
+async def test_aimd_grows_to_the_cap_while_the_server_scales() -> None:
+    # 512 workers: throughput grows with every request in flight up to --concurrency 256; no knee to find
+    rate, _p50, mean_limit = _steady(await _drive_fifo_server(512, 0.05, 0.001, 10_000, max_limit=256))
+    assert mean_limit == 256
+    assert rate >= 0.95 * 256 / 0.051
+
+
 def test_prompt_estimator_learns_the_ratio() -> None:
     estimator = PromptEstimator()
     job = Job("a", CHAT, {"messages": [{"role": "user", "content": "x" * 300}]}, 1)

@@ -193,6 +193,9 @@ class AimdController:
             return False
         if self._slow_start:  # judged at once: slow start would overshoot far while the level settles
             return self._judge_growth(flight, throughput)
+        if throughput >= ref[1] * (1.0 + (flight / ref[0] - 1.0) / 2.0):
+            self._ref = (flight, throughput)  # plainly scaling: no need to stop and check
+            return False
         self._rising = True  # hold this level and judge it once settled (a growing queue flatters it)
         self._probe_rounds = 2
         return False
