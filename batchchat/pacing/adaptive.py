@@ -81,7 +81,7 @@ class AimdController:
     """
 
     HOLD_ROUNDS = 20
-    KNEE_GAIN = 0.05  # more in flight is worth it only if it buys at least this much more throughput
+    KNEE_GAIN = 0.03  # more in flight is worth it only if it buys at least this much more throughput
 
     __slots__ = ("_above", "_answers", "_base", "_clock", "_estimate", "_gate", "_hold", "_last_cut", "_long",
                  "_max", "_overloads", "_probe_rounds", "_recent", "_ref", "_rising", "_round_flight", "_round_latency",
