@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -143,6 +144,63 @@ def test_aimd_never_passes_the_configured_concurrency() -> None:
     for _ in range(10_000):
         aimd.on_success(0.01)
     assert aimd.limit == 100
+
+
+async def _drive_fifo_server(workers: int, service: float, trip: float, answers: int,
+                             max_limit: int = 64) -> list[tuple[float, float, int]]:
+    """Auto mode against `workers` FIFO workers taking `service` s a request, `trip` s of round trip on top, on a
+    fake clock; the client keeps the gate full. Returns (answered at, latency, limit) of each answer."""
+    now = [0.0]
+    gate = ConcurrencyGate(1)
+    aimd = AimdController(gate, max_limit=max_limit, clock=lambda: now[0])
+    free = [0.0] * workers  # when each worker is next free (a heap)
+    flying: list[tuple[float, float]] = []  # (answered at, sent at), a heap
+    seen = []
+    for _ in range(answers):
+        while gate.in_use < gate.limit:
+            await gate.acquire()
+            start = max(heapq.heappop(free), now[0] + trip / 2)  # in arrival order: FIFO
+            heapq.heappush(free, start + service)
+            heapq.heappush(flying, (start + service + trip / 2, now[0]))
+        done, sent = heapq.heappop(flying)
+        now[0] = done
+        aimd.on_success(done - sent)  # as the engine does: observed while the slot is still held
+        gate.release()
+        seen.append((done, done - sent, aimd.limit))
+    return seen
+
+
+def _steady(seen: list[tuple[float, float, int]]) -> tuple[float, float, float]:
+    """(answers/s, median latency, mean limit) over the second half."""
+    half = seen[len(seen) // 2:]
+    latencies = sorted(latency for _, latency, _ in half)
+    return ((len(half) - 1) / (half[-1][0] - half[0][0]), latencies[len(latencies) // 2],
+            sum(limit for _, _, limit in half) / len(half))
+
+
+async def test_aimd_settles_at_the_knee_of_a_single_queueing_worker() -> None:
+    # one worker, 6 ms a request, 1 ms of round trip: 2 in flight keep it busy (1 gets 6/7 of its rate), more only
+    # queue (latency = in flight x 6 ms). Starting at 8 and slow start overshoot past the knee; the controller
+    # must come down to it, not hold where it first saw the throughput stop growing.
+    rate, p50, mean_limit = _steady(await _drive_fifo_server(1, 0.006, 0.001, 6000))
+    assert rate >= 0.9 / 0.006  # >= 90% of the worker's rate
+    assert p50 <= 2 * (2 * 0.006 + 0.001)  # <= twice the latency at the knee (2 in flight)
+    assert mean_limit <= 3.0, mean_limit
+
+
+async def test_aimd_keeps_what_a_pool_of_workers_needs() -> None:
+    # 32 workers of 50 ms: the knee is at 32 in flight; stepping down must stop there
+    rate, p50, mean_limit = _steady(await _drive_fifo_server(32, 0.05, 0.001, 20_000, max_limit=256))
+    assert rate >= 0.9 * 32 / 0.05
+    assert p50 <= 2 * 0.051
+    assert 30 <= mean_limit <= 48, mean_limit
+
+
+async def test_aimd_grows_to_the_cap_while_the_server_scales() -> None:
+    # 512 workers: throughput grows with every request in flight up to --concurrency 256; no knee to find
+    rate, _p50, mean_limit = _steady(await _drive_fifo_server(512, 0.05, 0.001, 10_000, max_limit=256))
+    assert mean_limit == 256
+    assert rate >= 0.95 * 256 / 0.051
 
 
 def test_prompt_estimator_learns_the_ratio() -> None:
