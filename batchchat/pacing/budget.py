@@ -25,7 +25,6 @@ What a budget does with what the server says:
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections import deque
@@ -37,7 +36,7 @@ import anyio
 
 from batchchat.pacing.bucket import Limits, capacity
 from batchchat.pacing.headers import RateLimitHeaders
-from batchchat.pacing.store import BudgetStore
+from batchchat.pacing.store import BudgetStore, hashed_name
 from batchchat.pacing.tokens import PromptEstimator
 
 PROBE_PATIENCE = 5.0  # seconds the first request of a model in auto mode is waited for alone
@@ -53,13 +52,8 @@ LIMITS_PICKUP = 5.0  # seconds between two looks at the limits other processes p
 
 
 def budget_key(api_key: str, base_url: str, model: str) -> str:
-    """A budget's name in a store: a hex SHA-256 of key, endpoint and model (as `redis_store.namespace`)."""
-    digest = hashlib.sha256()
-    for part in (api_key, base_url.rstrip("/"), model):
-        data = part.encode()
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.hexdigest()
+    """A budget's name in a store: a hex SHA-256 of key, endpoint and model (`store.hashed_name`)."""
+    return hashed_name(api_key, base_url.rstrip("/"), model)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ Redis raises `SharedStoreUnavailable`, so the caller can pause dispatch (nothing
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
@@ -30,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("shared budgets need the Redis client: pip install 'batchchat[redis]'") from exc
 
 from batchchat.pacing.bucket import Limits
-from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapshot
+from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapshot, hashed_name
 
 BUDGET_KEEP = 300.0  # seconds an idle budget (empty, out of cooldown) is kept before it expires
 CAP_KEEP = 86_400.0  # seconds a spending cap is kept after its last use
@@ -56,12 +55,7 @@ class SharedStoreUnavailable(Exception):
 
 def namespace(api_key: str, base_url: str, model: str) -> str:
     """The budget's name in Redis: a hex SHA-256 of key, endpoint and model (none of them is stored)."""
-    digest = hashlib.sha256()
-    for part in (api_key, base_url.rstrip("/"), model):
-        data = part.encode()
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.hexdigest()
+    return hashed_name(api_key, base_url.rstrip("/"), model)
 
 
 def redact_url(url: str) -> str:

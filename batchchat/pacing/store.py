@@ -8,6 +8,7 @@ processes drawing on a budget (with what each spent in the last minute), and spe
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -16,6 +17,18 @@ from typing import Protocol, runtime_checkable
 
 from batchchat.pacing import bucket
 from batchchat.pacing.bucket import BucketState, Limits
+
+
+def hashed_name(*parts: str, domain: bytes = b"") -> str:
+    """A name in a store that holds none of `parts` (an API key among them): a hex SHA-256 of `domain` and each
+    part, length-prefixed so that no two lists of parts run together."""
+    digest = hashlib.sha256(domain)
+    for part in parts:
+        data = part.encode()
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
 
 PROCESS_TTL = 30.0  # seconds a process stays listed after its last heartbeat (heartbeat every few seconds)
 SPEND_WINDOW = 60  # seconds of spending a heartbeat reports
