@@ -339,7 +339,7 @@ async def test_many_uneven_settles_are_never_taken_for_a_lost_cap(redis_url: str
 
     async def checker(ledger: SharedLedger, done: anyio.Event) -> None:  # as keep_listed does, but all the time
         while not done.is_set():
-            await ledger.store.restore_spend(ledger.key, ledger.holder, (ledger.own.spent, ledger.own.reserved))
+            await ledger.store.restore_spend(ledger.key, ledger.holder, (ledger.book.spent, ledger.book.reserved))
 
     try:
         done = anyio.Event()

@@ -38,7 +38,7 @@ def units_up(amount: float) -> int:
     return math.ceil(amount * NANO - 1e-6)
 
 
-def _units(amount: float) -> int:
+def units(amount: float) -> int:
     """USD to nano-dollars, rounded to the nearest."""
     return round(amount * NANO)
 
@@ -55,7 +55,7 @@ class SpendLedger:
 
     def __init__(self, cap: float) -> None:
         _check("cap", cap)
-        self._cap = _units(cap)
+        self._cap = units(cap)
         self._reserved = 0
         self._spent = 0
         self.overruns = 0  # answers billed above their reservation (a provider's miscount)
@@ -95,7 +95,7 @@ class SpendLedger:
         a provider's miscount: spent in full all the same, and counted in `overruns`."""
         _check("reserved", reserved)
         _check("actual", actual)
-        held, cost = units_up(reserved), _units(actual)
+        held, cost = units_up(reserved), units(actual)
         self._reserved = max(0, self._reserved - held)
         self._spent += cost
         if cost > held:

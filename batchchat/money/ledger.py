@@ -23,8 +23,8 @@ import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
-from batchchat.money.cap import NANO, SpendLedger, units_up
-from batchchat.pacing.store import BudgetStore
+from batchchat.money.cap import NANO, SpendLedger, units, units_up
+from batchchat.pacing.store import BudgetStore, hashed_name
 
 FIRST_BYTES = 1 << 20  # how much of the input file names its default cap
 
@@ -47,13 +47,10 @@ class Ledger(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-class LocalLedger:
-    """A cap kept by this process alone: `SpendLedger` behind the async `Ledger` interface."""
+class _Booked:
+    """A ledger whose own figures (this process's) are kept in a `SpendLedger`, `book`."""
 
-    shared = False
-
-    def __init__(self, cap: float) -> None:
-        self.book = SpendLedger(cap)
+    book: SpendLedger
 
     @property
     def cap(self) -> float:
@@ -62,13 +59,22 @@ class LocalLedger:
 
     @property
     def spent(self) -> float:
-        """USD billed so far."""
+        """USD this process was billed."""
         return self.book.spent
 
     @property
     def reserved(self) -> float:
-        """USD held for requests in flight."""
+        """USD this process holds for its requests in flight."""
         return self.book.reserved
+
+
+class LocalLedger(_Booked):
+    """A cap kept by this process alone: `SpendLedger` behind the async `Ledger` interface."""
+
+    shared = False
+
+    def __init__(self, cap: float) -> None:
+        self.book = SpendLedger(cap)
 
     async def try_reserve(self, amount: float) -> bool:
         """See `SpendLedger.try_reserve`."""
@@ -91,11 +97,12 @@ class LocalLedger:
         return self.book.to_dict()
 
 
-class SharedLedger:
+class SharedLedger(_Booked):
     """A cap shared by every process of a job through the fleet's store (`BudgetStore.reserve_spend`...).
 
-    This process's own spending is mirrored in a `SpendLedger` of the same cap (its `spent` and `reserved`, and
-    any provider overrun); the fleet's figures are the store's. `fleet_spent` is the last the store said.
+    This process's own spending is mirrored in `book`, a `SpendLedger` of the same cap (its `spent` and
+    `reserved`, and any provider overrun); the fleet's figures are the store's. `fleet_spent` is the last the
+    store said.
     """
 
     shared = True
@@ -104,47 +111,32 @@ class SharedLedger:
         self.store = store
         self.key = key
         self.name = name
+        self.book = SpendLedger(cap)
         self.holder = getattr(store, "process_id", None) or secrets.token_hex(8)  # this process, in the store
         watch = getattr(store, "watch_cap", None)
         if watch is not None:  # a store that can lose its data (Redis restarted empty) gets ours back
-            watch(key, self.holder, lambda: (self.own.spent, self.own.reserved))
-        self.own = SpendLedger(cap)
+            watch(key, self.holder, lambda: (self.book.spent, self.book.reserved))
         self.fleet_spent: float | None = None
-
-    @property
-    def cap(self) -> float:
-        """The fleet's cap, USD."""
-        return self.own.cap
-
-    @property
-    def spent(self) -> float:
-        """USD this process was billed."""
-        return self.own.spent
-
-    @property
-    def reserved(self) -> float:
-        """USD this process holds for its requests in flight."""
-        return self.own.reserved
 
     async def try_reserve(self, amount: float) -> bool:
         """Reserve `amount` against the fleet's cap (atomically in the store), and mirror it here."""
-        own = (self.own.spent, self.own.reserved)  # put back first if the store lost them
-        if not await self.store.reserve_spend(self.key, self.own.cap, _rounded_up(amount), self.holder, own):
+        own = (self.book.spent, self.book.reserved)  # put back first if the store lost them
+        if not await self.store.reserve_spend(self.key, self.book.cap, _rounded_up(amount), self.holder, own):
             return False
-        self.own.try_reserve(amount)  # the mirror (the store's figures include ours, so it fits here too)
+        self.book.try_reserve(amount)  # the mirror (the store's figures include ours, so it fits here too)
         return True
 
     async def settle(self, reserved: float, actual: float) -> None:
         """A billed attempt: its reservation becomes `actual` spent, in the fleet's cap and here (the store
         first: what this process counts as spent is never more than the store holds for it, so that the store
         can tell a loss of its data from a settle on its way)."""
-        await self.store.settle_spend(self.key, _rounded_up(reserved), round(actual * NANO) / NANO, self.holder)
-        self.own.settle(reserved, actual)
+        await self.store.settle_spend(self.key, _rounded_up(reserved), units(actual) / NANO, self.holder)
+        self.book.settle(reserved, actual)
 
     async def release(self, reserved: float) -> None:
         """An attempt certainly not billed: its reservation is given back to the fleet."""
         await self.store.settle_spend(self.key, _rounded_up(reserved), 0.0, self.holder)
-        self.own.release(reserved)
+        self.book.release(reserved)
 
     async def usage(self) -> tuple[float, float]:
         """(spent, reserved) by the whole fleet, from the store."""
@@ -154,7 +146,7 @@ class SharedLedger:
 
     def to_dict(self) -> dict[str, Any]:
         """For the summary: this process's figures, and the fleet's cap name and spending."""
-        data = self.own.to_dict()
+        data = self.book.to_dict()
         data["shared"] = {"name": self.name, "fleet_spent_usd": self.fleet_spent}
         return data
 
@@ -166,12 +158,7 @@ def _rounded_up(amount: float) -> float:
 
 def cap_key(api_key: str | None, base_url: str, name: str) -> str:
     """A shared cap's name in the store: a hex SHA-256 of key, endpoint and cap name (never the key itself)."""
-    digest = hashlib.sha256(b"batchchat spending cap")
-    for part in (api_key or "", base_url.rstrip("/"), name):
-        data = part.encode()
-        digest.update(len(data).to_bytes(8, "big"))
-        digest.update(data)
-    return digest.hexdigest()
+    return hashed_name(api_key or "", base_url.rstrip("/"), name, domain=b"batchchat spending cap")
 
 
 def default_cap_name(path: Path, display: str) -> str:

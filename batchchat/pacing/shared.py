@@ -200,6 +200,13 @@ class SharedStore:
             "or pass --shared-fallback local to keep going on local budgets"
         )
 
+    def _cap_lost_error(self) -> SharedStoreLost:
+        return SharedStoreLost(
+            f"shared budget store {self.url} unreachable for {self.timeout:g} s: the fleet's spending cap "
+            "(--max-cost with --shared) cannot be kept without it, so no more requests are sent, even with "
+            "--shared-fallback local (which applies to rate budgets only). Rerun to resume once Redis is back"
+        )
+
     async def _replay(self) -> None:
         """Send the store what it has not been told yet (each budget's sums, once); what a failure leaves unsent
         stays pending. Changes made meanwhile by other tasks start a new pending entry."""
@@ -422,11 +429,7 @@ class SharedStore:
         """
         while True:
             if not await self._admitting():
-                raise SharedStoreLost(
-                    f"shared budget store {self.url} unreachable for {self.timeout:g} s: the fleet's spending cap "
-                    "(--max-cost with --shared) cannot be kept without it, so no more requests are sent, even with "
-                    "--shared-fallback local (which applies to rate budgets only). Rerun to resume once Redis is back"
-                )
+                raise self._cap_lost_error()
             try:
                 with anyio.CancelScope(shield=True):  # one round trip: a cancel must not lose a reservation made
                     return await self.inner.reserve_spend(cap_key, cap, amount, holder, own)
@@ -464,7 +467,7 @@ class SharedStore:
         as `reserve_spend` does (and stops the run past `--shared-timeout`)."""
         while True:
             if not await self._admitting():
-                raise self._lost_error()
+                raise self._cap_lost_error()
             try:
                 return await self.inner.cap_usage(cap_key)
             except SharedStoreUnavailable as exc:
