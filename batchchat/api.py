@@ -138,7 +138,7 @@ def shared_status(url: str | None, *, models: Sequence[str] = (), base_url: str 
     if not url or not url.startswith(SHARED_SCHEMES):
         raise UsageError("status needs --shared redis://HOST:PORT/DB (or BATCHCHAT_SHARED)")
     try:
-        from batchchat.pacing.redis_store import namespace, redact_url
+        from batchchat.pacing.redis_store import RedisStore, namespace, redact_url
         from batchchat.pacing.shared import SharedStoreLost, fleet_status, render_status
     except ImportError as exc:
         raise UsageError(str(exc)) from None
@@ -153,7 +153,11 @@ def shared_status(url: str | None, *, models: Sequence[str] = (), base_url: str 
     cap_labels = {cap_key(key, base, name): name for name in cap_names}
 
     async def read() -> tuple[Any, Any]:
-        return await fleet_status(url, labels), await fleet_caps(url, cap_labels)
+        store = RedisStore(url)
+        try:
+            return await fleet_status(store, labels), await fleet_caps(store, cap_labels)
+        finally:
+            await store.close()
 
     try:
         budgets, caps = anyio.run(read, backend_options=backend_options())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from batchchat.money.cost import usd
 
@@ -24,31 +25,17 @@ class CapStatus:
     reserved: float
 
 
-async def fleet_caps(url: str, labels: Mapping[str, str]) -> list[CapStatus]:
-    """Every spending cap in Redis (kept a day after its last use), and every cap in `labels` ({key: name})."""
-    import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
-
-    from batchchat.pacing.redis_store import SharedStoreUnavailable, cap_figures, redact_url
-
-    client = aioredis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
-    try:
-        found = []
-        try:
-            names = [raw.decode() async for raw in client.scan_iter(match="batchchat:{*}:cap", count=500)]
-            keys = dict.fromkeys([*labels, *(name[len("batchchat:{"):-len("}:cap")] for name in names)])
-            for key in keys:
-                fields = await client.hgetall(f"batchchat:{{{key}}}:cap")
-                if not fields and key not in labels:
-                    continue
-                spent, reserved, cap = cap_figures(fields)
-                found.append(CapStatus(key, labels.get(key, f"cap {key[:12]}"), cap, spent, reserved))
-        except (RedisError, OSError) as exc:
-            raise SharedStoreUnavailable(redact_url(url), str(exc).splitlines()[0][:200]) from None
-        return found
-    finally:
-        close = getattr(client, "aclose", None) or client.close
-        await close()
+async def fleet_caps(store: Any, labels: Mapping[str, str]) -> list[CapStatus]:
+    """Every spending cap in Redis (`store`: a `RedisStore`; a cap is kept a day after its last use), and every
+    cap in `labels` ({key: name})."""
+    found = []
+    for key in dict.fromkeys([*labels, *await store.tagged("cap")]):
+        state = await store.cap_state(key)
+        if state is None and key not in labels:
+            continue
+        spent, reserved, cap = state or (0.0, 0.0, None)
+        found.append(CapStatus(key, labels.get(key, f"cap {key[:12]}"), cap, spent, reserved))
+    return found
 
 
 def render_caps(caps: list[CapStatus]) -> str:

@@ -24,12 +24,14 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("shared budgets need the Redis client: pip install 'batchchat[redis]'") from exc
 
 from batchchat.pacing.bucket import Limits
-from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapshot, hashed_name
+from batchchat.pacing.budget import budget_key
+from batchchat.pacing.store import PROCESS_TTL, ProcessInfo, RecentSpend, Snapshot
 
 BUDGET_KEEP = 300.0  # seconds an idle budget (empty, out of cooldown) is kept before it expires
 CAP_KEEP = 86_400.0  # seconds a spending cap is kept after its last use
@@ -53,9 +55,7 @@ class SharedStoreUnavailable(Exception):
         self.url = url
 
 
-def namespace(api_key: str, base_url: str, model: str) -> str:
-    """The budget's name in Redis: a hex SHA-256 of key, endpoint and model (none of them is stored)."""
-    return hashed_name(api_key, base_url.rstrip("/"), model)
+namespace = budget_key  # the budget's name in Redis: a hex SHA-256 of key, endpoint and model (none is stored)
 
 
 def redact_url(url: str) -> str:
@@ -262,9 +262,33 @@ class RedisStore:
 
     async def cap_usage(self, cap_key: str) -> tuple[float, float]:
         """See `BudgetStore.cap_usage`."""
+        state = await self.cap_state(cap_key)
+        return (0.0, 0.0) if state is None else state[:2]
+
+    async def cap_state(self, cap_key: str) -> tuple[float, float, float | None] | None:
+        """(spent, reserved, the cap last asked for) of a cap: the sums over its holders; None: no such cap."""
         fields = await self._call(lambda: self._redis.hgetall(self.cap_key(cap_key)))
-        spent, reserved, _ = cap_figures(fields)
-        return spent, reserved
+        if not fields:
+            return None
+        spent = reserved = 0.0
+        for name, value in fields.items():
+            if name.startswith(b"s:"):
+                spent += float(value)
+            elif name.startswith(b"r:"):
+                reserved += float(value)
+        cap = fields.get(b"cap")
+        return spent, reserved, None if cap is None else float(cap)
+
+    async def tagged(self, kind: str) -> list[str]:
+        """The names of every `batchchat:{NAME}:KIND` key in Redis (`procs`: budgets with processes listed;
+        `cap`: spending caps)."""
+        head, tail = "batchchat:{", "}:" + kind
+
+        try:
+            return [raw.decode()[len(head):-len(tail)]
+                    async for raw in self._redis.scan_iter(match=f"{head}*{tail}", count=500)]
+        except (RedisError, OSError) as exc:
+            raise SharedStoreUnavailable(self.url, _reason(exc)) from None
 
     async def ping(self) -> None:
         """Raise `SharedStoreUnavailable` unless Redis answers (a check before a run starts)."""
@@ -275,18 +299,6 @@ class RedisStore:
         close = getattr(self._redis, "aclose", None) or self._redis.close  # aclose: redis-py 5.0.1 on
         await close()
         await self._pool.disconnect()
-
-
-def cap_figures(fields: Mapping[bytes, bytes]) -> tuple[float, float, float | None]:
-    """(spent, reserved, cap) of a cap's hash (`cap.lua`): the sums over its holders, and the cap last asked."""
-    spent = reserved = 0.0
-    for name, value in fields.items():
-        if name.startswith(b"s:"):
-            spent += float(value)
-        elif name.startswith(b"r:"):
-            reserved += float(value)
-    cap = fields.get(b"cap")
-    return spent, reserved, None if cap is None else float(cap)
 
 
 def _reason(exc: BaseException) -> str:

@@ -534,37 +534,19 @@ class BudgetStatus:
     processes: list[ProcessInfo]
 
 
-async def fleet_status(url: str, labels: Mapping[str, str]) -> list[BudgetStatus]:
-    """Every budget in Redis with a live process, and every budget in `labels` ({namespace: model}) even idle.
+async def fleet_status(store: Any, labels: Mapping[str, str]) -> list[BudgetStatus]:
+    """Every budget in Redis (`store`: a `RedisStore`) with a live process, and every budget in `labels`
+    ({namespace: model}) even idle.
 
     Budgets are found by their process lists (`batchchat:{<namespace>}:procs`); a budget is named by its model
     only when the caller names the model (the namespace is a hash of key, endpoint and model).
     """
-    import redis.asyncio as aioredis
-    from redis.exceptions import RedisError
-
-    from batchchat.pacing.redis_store import RedisStore, redact_url
-
-    store = RedisStore(url)
-    client = aioredis.from_url(url, socket_timeout=5.0, socket_connect_timeout=5.0)
-    try:
-        keys = dict.fromkeys(labels)
-        try:
-            async for raw in client.scan_iter(match="batchchat:{*}:procs", count=500):
-                name = raw.decode()
-                keys.setdefault(name[len("batchchat:{"):-len("}:procs")])
-        except (RedisError, OSError) as exc:
-            raise SharedStoreUnavailable(redact_url(url), str(exc).splitlines()[0][:200]) from None
-        found = []
-        for key in keys:
-            processes = await store.processes(key)
-            if processes or key in labels:
-                found.append(BudgetStatus(key, labels.get(key, f"budget {key[:12]}"), processes))
-        return found
-    finally:
-        close = getattr(client, "aclose", None) or client.close
-        await close()
-        await store.close()
+    found = []
+    for key in dict.fromkeys([*labels, *await store.tagged("procs")]):
+        processes = await store.processes(key)
+        if processes or key in labels:
+            found.append(BudgetStatus(key, labels.get(key, f"budget {key[:12]}"), processes))
+    return found
 
 
 def render_status(url: str, budgets: list[BudgetStatus]) -> str:
