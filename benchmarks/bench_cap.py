@@ -16,7 +16,7 @@ Run alone: `python -m benchmarks.bench_cap [--seeds 20] [--fleet 3]` (prints the
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import Section, log, simulator, table
+from benchmarks.common import Section, client_env, log, simulator, table
 
 MODELS = ("gpt-4o-mini", "gpt-4.1")
 FAULTS = {"500": 0.05, "503": 0.03, "429": 0.03, "drop": 0.01}
@@ -56,17 +56,26 @@ def billed_usd(stats: dict[str, Any]) -> float:
     return total
 
 
+OPTIONS = {"api_key": "sk-bench", "progress": "off", "backoff_base": 0.01, "backoff_max": 0.05, "max_wait": 0.2,
+           "concurrency": 32}
+
+
+def job_cost(seed: int, job: Path, work: Path) -> float:
+    """What the whole job costs (the simulator's billed usage), run once without faults."""
+    import batchchat
+
+    with simulator(seed=seed) as sim:
+        batchchat.run(job, work / f"full{seed}.jsonl", base_url=sim.base_url, **OPTIONS)
+        return billed_usd(sim.stats())
+
+
 def one_seed(seed: int, job: Path, work: Path) -> dict[str, Any]:
     import batchchat
 
-    options = {"api_key": "sk-bench", "progress": "off", "backoff_base": 0.01, "backoff_max": 0.05, "max_wait": 0.2,
-               "concurrency": 32}
-    with simulator(seed=seed) as sim:
-        batchchat.run(job, work / f"full{seed}.jsonl", base_url=sim.base_url, **options)
-        job_usd = billed_usd(sim.stats())
+    job_usd = job_cost(seed, job, work)
     cap = round(job_usd * SHARE, 6)
     with simulator(seed=seed, fault_rates=FAULTS) as sim:
-        summary = batchchat.run(job, work / f"cap{seed}.jsonl", base_url=sim.base_url, max_cost=cap, **options)
+        summary = batchchat.run(job, work / f"cap{seed}.jsonl", base_url=sim.base_url, max_cost=cap, **OPTIONS)
         billed = billed_usd(sim.stats())
     cost = summary.cost or {}
     return {"seed": seed, "job_usd": job_usd, "cap": cap, "billed": billed, "spent": cost.get("spent_usd", 0.0),
@@ -75,24 +84,19 @@ def one_seed(seed: int, job: Path, work: Path) -> dict[str, Any]:
 
 
 def one_fleet_seed(seed: int, job: Path, work: Path, fleet: int, url: str) -> dict[str, Any]:
-    """As `one_seed`, with the capped run made by `fleet` CLI processes on shards sharing the cap through Redis."""
-    import batchchat
-
-    with simulator(seed=seed) as sim:
-        batchchat.run(job, work / f"full{seed}.jsonl", base_url=sim.base_url, api_key="sk-bench", progress="off",
-                      concurrency=32)
-        job_usd = billed_usd(sim.stats())
+    """As `one_seed`, with the capped run made by `fleet` CLI processes on shards sharing the cap through Redis
+    (each one's stderr in `work`/fleetSEED-K.stderr)."""
+    job_usd = job_cost(seed, job, work)
     cap = round(job_usd * SHARE, 6)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCHCHAT_"))}
-    env["OPENAI_API_KEY"] = "sk-bench"
-    with simulator(seed=seed, fault_rates=FAULTS) as sim:
+    with simulator(seed=seed, fault_rates=FAULTS) as sim, contextlib.ExitStack() as files:
         procs = [subprocess.Popen(
             [sys.executable, "-m", "batchchat", "run", str(job), "-o", str(work / f"fleet{seed}-{k}.jsonl"),
              "--base-url", sim.base_url, "--progress", "off", "--backoff-base", "0.01", "--backoff-max", "0.05",
              "--max-wait", "0.2", "--concurrency", str(max(4, 32 // fleet)), "--shard", f"{k}/{fleet}",
              "--shared", url, "--max-cost", str(cap), "--cap-name", f"bench-cap-{seed}",
              "--summary-json", str(work / f"fleet{seed}-{k}.summary.json")],
-            env=env, stdout=subprocess.DEVNULL, stderr=(work / f"fleet{seed}-{k}.stderr").open("wb"))
+            env=client_env(), stdout=subprocess.DEVNULL,
+            stderr=files.enter_context((work / f"fleet{seed}-{k}.stderr").open("wb")))
             for k in range(fleet)]
         codes = [p.wait(timeout=600) for p in procs]
         billed = billed_usd(sim.stats())

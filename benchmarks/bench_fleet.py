@@ -37,12 +37,12 @@ from typing import Any
 import orjson
 
 from benchmarks.common import (
-    API_KEY,
     CLIENT_CPU,
     PYTHON,
     RESULTS_DIR,
     SERVER_CPU,
     Section,
+    client_env,
     log,
     simulator,
     table,
@@ -124,12 +124,6 @@ def _pin() -> None:
         os.sched_setaffinity(0, {CLIENT_CPU})
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCHCHAT_"))}
-    env["OPENAI_API_KEY"] = API_KEY
-    return env
-
-
 class LineCounter:
     """Counts the lines of a growing file, reading only what was appended since the last look."""
 
@@ -184,8 +178,8 @@ def _fleet(name: str, work: Path, seconds: float, *, url: str | None, kind: str 
                     command = ["faketime", "-f", skew, *command]
                 err = (work / f"{name}-{k}.stderr").open("wb")
                 errs.append(err)
-                procs.append(subprocess.Popen(command, cwd=outputs[k].parent, env=_env(), stdout=subprocess.DEVNULL,
-                                              stderr=err, preexec_fn=_pin))
+                procs.append(subprocess.Popen(command, cwd=outputs[k].parent, env=client_env(),
+                                              stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_pin))
             deadline = start + seconds * 4 + 120
             while any(p.poll() is None for p in procs):
                 now = time.monotonic()
@@ -248,7 +242,7 @@ def _overhead(work: Path, quick: bool, url: str) -> dict[str, Any]:
                            "--progress", "off", "--summary-json", str(summary)]
                 if mode == "shared":
                     command += ["--shared", url]
-                subprocess.run(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                subprocess.run(command, env=client_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                preexec_fn=_pin, check=True, timeout=600)
                 results[mode].append(orjson.loads(summary.read_bytes())["requests_per_second"])
     local = sorted(results["local"])[len(results["local"]) // 2]

@@ -63,6 +63,14 @@ def machine_info() -> dict[str, str]:
 
 # ---- inputs -------------------------------------------------------------------------------------------
 
+def client_env() -> dict[str, str]:
+    """The environment of a `batchchat` process under benchmark: none of the caller's OPENAI_/BATCHCHAT_
+    settings, and the benchmark's key."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "BATCHCHAT_"))}
+    env["OPENAI_API_KEY"] = API_KEY
+    return env
+
+
 def chat_body(i: int, words: int = 6, max_tokens: int = 16) -> dict[str, Any]:
     text = " ".join(["hello"] * (words - 1) + [str(i)])
     return {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
