@@ -28,7 +28,7 @@ test: lint redis-server
 	$(BIN)/python -m pytest -q
 
 test-slow: install redis-server
-	$(BIN)/python -m pytest -q -m slow
+	HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -m 'slow or not slow'
 
 bench: install redis-server faketime
 	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,bench]'

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from redis_server import RedisServer
 
 from batchchat.simulator import Simulator, SimulatorConfig
+
+# Property-based tests: a modest search in `make test`, a harder one in `make test-slow` (HYPOTHESIS_PROFILE=slow).
+# No deadline: examples that run the simulator over loopback take as long as the machine makes them.
+settings.register_profile("default", max_examples=20, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("slow", max_examples=200, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
@@ -27,8 +37,6 @@ def simulator() -> Iterator[Callable[..., Simulator]]:
 def sim(simulator: Callable[..., Simulator]) -> Simulator:
     """A plain simulator: no limits, no latency, no faults."""
     return simulator()
-
-
 
 
 @pytest.fixture(scope="session")
