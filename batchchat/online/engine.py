@@ -28,7 +28,6 @@ from batchchat.online.health import watched
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
-from batchchat.output.lines import Result
 from batchchat.output.stream import StdoutWriter, is_stdout
 from batchchat.output.writer import ResultWriter
 from batchchat.pacing.pacer import Pacer
@@ -152,9 +151,9 @@ class Engine:
         settings = self.settings
         control = self._control
         counters = self.counters
-        buffer = max(256, settings.concurrency * 2)
-        send, receive = anyio.create_memory_object_stream[Result](buffer)
-        stage = WriteStage(writer, counters, self._pacer.release, self._on_result)  # type: ignore[arg-type]
+        stage = WriteStage(writer, counters, self._pacer.release, self._on_result,  # type: ignore[arg-type]
+                           buffer=max(256, settings.concurrency * 2))
+        send = stage  # results go to the stage as into a memory object stream
         sender = watched(open_sender(settings.endpoint, settings.concurrency, self._redact, self._client),
                          settings.endpoint, settings.concurrency, control.fail)
         self._sent_paths = sender.paths
@@ -163,7 +162,7 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 control.task_group = tg
                 written = anyio.Event()
-                tg.start_soon(_write, stage, receive, written, control)
+                tg.start_soon(_write, stage, written, control)
                 tg.start_soon(progress.run)
                 if status is not None:
                     tg.start_soon(status.run)
@@ -196,10 +195,10 @@ class Engine:
                     await self._shared.close()
 
 
-async def _write(stage: WriteStage, receive: Any, written: anyio.Event, control: StopControl) -> None:
+async def _write(stage: WriteStage, written: anyio.Event, control: StopControl) -> None:
     """The write stage; a failure stops the run at once (nothing more can be recorded)."""
     try:
-        await stage.run(receive)
+        await stage.run()
     except (OutputWriteError, ResultCallbackError):
         control.stop("", grace=None)
         raise
