@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from batchchat.errors import UsageError
 from batchchat.input.parse import InvalidLine, Job, derived_id, parse_line
 from batchchat.input.reader import LEADING_ID, block_lines, iter_blocks, iter_raw_lines, leading_ids
 from batchchat.output.ids import IdIndex
-from batchchat.output.lines import request_fingerprint
+from batchchat.output.lines import line_hasher, request_fingerprint
 from batchchat.output.resume import ResumeIndex
 from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
@@ -83,8 +83,9 @@ def scan(path: Path, display: str, settings: RunSettings,
     `ResumeIndex`, or the done ids (`IdIndex` or str) with `failed` beside. With `limit`,
     only the first `limit` lines with work to do are planned; `Plan.left` counts the others.
 
-    The input is read a block of lines at a time; a block whose every line starts with a custom_id done without
-    a fingerprint is skipped whole, without parsing a line.
+    A done line whose bytes (and the run's defaults) hash as recorded with its answer is unchanged without being
+    parsed. The input is read a block of lines at a time; a block whose every line starts with a custom_id done
+    and unchanged that way (or done without a fingerprint) is skipped whole, without parsing a line.
     """
     from array import array
     from itertools import pairwise
@@ -101,8 +102,9 @@ def scan(path: Path, display: str, settings: RunSettings,
     lines = 0
     first = 1  # the number of the block's first line
     shard = settings.shard
+    line_hash = line_hasher(settings.defaults)
     for block in iter_blocks(path):
-        skipped = _skip_block(plan, first, block, done, met) if len(done) else 0
+        skipped = _skip_block(plan, first, block, done, met, line_hash) if len(done) else 0
         if skipped:
             lines += skipped
             first += skipped
@@ -115,7 +117,7 @@ def scan(path: Path, display: str, settings: RunSettings,
             item: Job | InvalidLine | None = None
             resent = False
             position = -1
-            recorded = 0
+            recorded = recorded_line = 0
             if len(done):
                 custom_id = _line_id(raw, line_no)  # found without validating the line
                 found = done.lookup(custom_id) if custom_id is not None else None
@@ -125,8 +127,10 @@ def scan(path: Path, display: str, settings: RunSettings,
                         custom_id = item.custom_id
                         found = done.lookup(custom_id)
                 if found is not None:
-                    position, recorded = found
+                    position, recorded, recorded_line = found
             if position >= 0:
+                if recorded and recorded_line and item is None and line_hash(raw) == recorded_line:
+                    recorded = 0  # the very line answered, under the same defaults: unchanged
                 if recorded and item is None:
                     item = parse_line(raw, line_no, settings.defaults)
                 if met[position]:
@@ -207,13 +211,18 @@ def _fingerprint(item: Job | InvalidLine | None) -> int:
     return int(request_fingerprint(item.url, item.body), 16)
 
 
-def _skip_block(plan: Plan, first: int, block: bytes, done: IdIndex, met: bytearray) -> int:
-    """Skip a whole block at once if every line starts with a plain custom_id, done without a fingerprint and not
-    met before: the number of lines skipped, or 0 (nothing changed)."""
-    ids = leading_ids(block) if block.endswith(b"\n") else None
+def _skip_block(plan: Plan, first: int, block: bytes, done: IdIndex, met: bytearray,
+                line_hash: Callable[[bytes], int]) -> int:
+    """Skip a whole block at once if every line starts with a plain custom_id, done and unchanged (its line hashes
+    as recorded, or no fingerprint recorded) and not met before: the number of lines skipped, or 0 (nothing
+    changed)."""
+    ids = leading_ids(block) if block.endswith(b"\n") and b"\r" not in block else None
     if not ids:
         return 0
-    positions = done.positions_unmarked(map(str.encode, ids))
+    lines = block.split(b"\n")
+    lines.pop()  # after the last newline
+    hashes = list(map(line_hash, lines)) if done.fingerprinted else [0] * len(lines)
+    positions = done.positions_unchanged(map(str.encode, ids), hashes)
     if positions is None or any(map(met.__getitem__, positions)):
         return 0
     if len(set(positions)) != len(positions):  # an id repeats within the block: line by line finds which
@@ -277,11 +286,16 @@ def describe_invalid(plan: Plan) -> str:
 
 def iter_pending(plan: Plan, defaults: JobDefaults) -> Iterator[Job | InvalidLine]:
     """The plan's lines with work to do, parsed, in file order: what both paths send (done lines and other
-    shards' lines are skipped, and reading stops after the last line with work)."""
+    shards' lines are skipped, and reading stops after the last line with work). Each job carries the hash of
+    its line (`output.lines.line_hasher`), which its answer records."""
     skip = plan.skip
+    line_hash = line_hasher(defaults)
     for line_no, raw in iter_raw_lines(plan.path):
         if line_no > plan.last_line:
             break  # the rest is done already
         if line_no < len(skip) and skip[line_no]:
             continue
-        yield parse_line(raw, line_no, defaults)
+        item = parse_line(raw, line_no, defaults)
+        if isinstance(item, Job):
+            item.line_hash = line_hash(raw)
+        yield item
