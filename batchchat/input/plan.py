@@ -7,6 +7,7 @@ and Batch API) start from a `Plan`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -48,6 +49,12 @@ class Plan:
     changed: int = 0  # done ids whose request has changed since (sent again with --resend-changed)
     left: int = 0  # lines with work to do beyond --limit, left for a later run
     notes: list[str] = field(default_factory=list)
+    input_sha256: str | None = None  # of the bytes the plan was made from (None: not all of them were read)
+
+
+def sealed_plan(path: Path, display: str, lines: int, input_sha256: str) -> Plan:
+    """The plan of a job its output's seal shows finished (`output.seal`): every one of its lines done."""
+    return Plan(path, display, bytearray(), skipped=lines, input_sha256=input_sha256)
 
 
 def open_input(spec: str, stack: ExitStack) -> tuple[Path, str]:
@@ -103,7 +110,10 @@ def scan(path: Path, display: str, settings: RunSettings,
     first = 1  # the number of the block's first line
     shard = settings.shard
     line_hash = line_hasher(settings.defaults)
+    digest, read = hashlib.sha256(), 0  # of the bytes read: a finished job's output is sealed with it
     for block in iter_blocks(path):
+        digest.update(block)
+        read += len(block)
         skipped = _skip_block(plan, first, block, done, met, line_hash) if len(done) else 0
         if skipped:
             lines += skipped
@@ -179,6 +189,8 @@ def scan(path: Path, display: str, settings: RunSettings,
         raise UsageError(f"{display}: no requests (the file is empty or has only blank lines)")
     if plan.changed and not resend_changed:
         raise UsageError(_changed_message(display, settings, plan.changed, changed))
+    if read == path.stat().st_size:  # else a line too long was cut: its bytes were not all read
+        plan.input_sha256 = digest.hexdigest()
     return plan
 
 

@@ -19,7 +19,7 @@ import anyio
 from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError
 from batchchat.http.sender import open_sender
-from batchchat.input.plan import Plan, open_input, scan
+from batchchat.input.plan import Plan, open_input, scan, sealed_plan
 from batchchat.money.guard import Spending, check_priced
 from batchchat.online.attempts import Requester
 from batchchat.online.collector import collect_periodically
@@ -28,12 +28,13 @@ from batchchat.online.health import watched
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
+from batchchat.output.seal import make_seal, seal_key, sealed_lines
 from batchchat.output.stream import StdoutWriter, is_stdout
 from batchchat.output.writer import ResultWriter
 from batchchat.pacing.pacer import Pacer
 from batchchat.report.counters import Counters
 from batchchat.report.progress import Progress
-from batchchat.report.status import StatusFile
+from batchchat.report.status import StatusFile, read_seal
 from batchchat.report.summary import Summary
 from batchchat.secrets import Redactor
 
@@ -104,8 +105,17 @@ class Engine:
                                            self.settings.handle_signals)
             summary = self._summary(plan.display, output)
             if status is not None:
-                status.write("finished" if summary.exit_code in (0, 1) else "stopped", summary.exit_code)
+                status.write("finished" if summary.exit_code in (0, 1) else "stopped", summary.exit_code,
+                             self._seal(plan, output, summary))
             return summary
+
+    def _seal(self, plan: Plan, output: Path, summary: Summary) -> dict[str, Any] | None:
+        """The seal of an output this run left holding every line of its input done (`output.seal`), or None."""
+        c = self.counters
+        if summary.exit_code != 0 or c.failed or c.left or c.done < c.total or plan.input_sha256 is None:
+            return None
+        return make_seal(output, plan.input_sha256, seal_key(self.settings.defaults, self.settings.shard),
+                         c.skipped + c.done)
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
         """Open the input, lock the output, read what is done and scan the input (blocking file work)."""
@@ -114,10 +124,15 @@ class Engine:
                                           shared_ledger(self.settings, self._shared, path, display))
         if self.settings.endpoint.api_key is None:
             self._echo(no_key_warning(self.settings))
-        index = open_output(output, None if self.settings.input == "-" else path, stack, self._echo)
-        plan = scan(path, display, self.settings, index, resend_changed=self.settings.resend_changed,
-                    limit=self.settings.limit)
-        del index  # the plan holds what it needs
+        key = seal_key(self.settings.defaults, self.settings.shard)
+        found = open_output(output, None if self.settings.input == "-" else path, stack, self._echo,
+                            lambda: sealed_lines(read_seal(output), output, path, key))
+        if isinstance(found, tuple):  # sealed: finished, and nothing changed since
+            plan = sealed_plan(path, display, *found)
+        else:
+            plan = scan(path, display, self.settings, found, resend_changed=self.settings.resend_changed,
+                        limit=self.settings.limit)
+        del found  # the plan holds what it needs
         check_plan(plan, self.settings.strict, self._echo)
         if self.settings.max_cost is not None:
             check_priced(plan, self.settings, self._spending.table)

@@ -53,14 +53,18 @@ def no_key_warning(settings: RunSettings) -> str:
             "(fine for a local server that needs none)")
 
 
-def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: Callable[[str], None]) -> ResumeIndex:
-    """Check and lock the output (the lock released by `stack`) and read what it holds; `-`: nothing to do."""
+def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: Callable[[str], None],
+                sealed: Callable[[], tuple[int, str] | None] | None = None) -> ResumeIndex | tuple[int, str]:
+    """Check and lock the output (the lock released by `stack`) and read what it holds; `-`: nothing to do.
+    When `sealed()` finds the job finished (`output.seal`), its (lines, input digest), and nothing is read."""
     if is_stdout(output):  # streamed: nothing to lock, nothing to resume from
         return ResumeIndex()
     check_output(output, input_path)
     lock = RunLock(output)
     lock.acquire()
     stack.callback(lock.release)
+    if sealed is not None and (found := sealed()) is not None:
+        return found
     index = load_resume_index(output)
     if index.repair:
         echo(f"batchchat: {index.repair}")
