@@ -28,7 +28,7 @@ from batchchat.online.health import watched
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
-from batchchat.output.seal import make_seal, seal_key, sealed_lines
+from batchchat.output.seal import seal_key, sealed_lines
 from batchchat.output.stream import StdoutWriter, is_stdout
 from batchchat.output.writer import ResultWriter
 from batchchat.pacing.pacer import Pacer
@@ -45,6 +45,7 @@ from batchchat.online.fleet import open_shared, process_info, shared_ledger, sto
 from batchchat.online.prepare import (
     check_plan,
     compact_off_the_loop,
+    finished_seal,
     first_url,
     no_key_warning,
     open_output,
@@ -106,16 +107,8 @@ class Engine:
             summary = self._summary(plan.display, output)
             if status is not None:
                 status.write("finished" if summary.exit_code in (0, 1) else "stopped", summary.exit_code,
-                             self._seal(plan, output, summary))
+                             finished_seal(self.settings, self.counters, plan, output, summary.exit_code))
             return summary
-
-    def _seal(self, plan: Plan, output: Path, summary: Summary) -> dict[str, Any] | None:
-        """The seal of an output this run left holding every line of its input done (`output.seal`), or None."""
-        c = self.counters
-        if summary.exit_code != 0 or c.failed or c.left or c.done < c.total or plan.input_sha256 is None:
-            return None
-        return make_seal(output, plan.input_sha256, seal_key(self.settings.defaults, self.settings.shard),
-                         c.skipped + c.done)
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
         """Open the input, lock the output, read what is done and scan the input (blocking file work)."""

@@ -20,7 +20,9 @@ from batchchat.output.compact import compact
 from batchchat.output.lock import RunLock
 from batchchat.output.paths import check_output
 from batchchat.output.resume import ResumeIndex, load_resume_index
+from batchchat.output.seal import make_seal, seal_key
 from batchchat.output.stream import is_stdout
+from batchchat.report.counters import Counters
 from batchchat.report.summary import Summary
 
 if TYPE_CHECKING:
@@ -69,6 +71,13 @@ def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: C
     if index.repair:
         echo(f"batchchat: {index.repair}")
     return index
+
+
+def finished_seal(settings: RunSettings, c: Counters, plan: Plan, output: Path, exit_code: int) -> dict | None:
+    """The seal of an output a run left holding every line of its input done (`output.seal`), or None."""
+    if exit_code != 0 or c.failed or c.left or c.done < c.total or plan.input_sha256 is None or is_stdout(output):
+        return None
+    return make_seal(output, plan.input_sha256, seal_key(settings.defaults, settings.shard), c.skipped + c.done)
 
 
 def check_plan(plan: Plan, strict: bool, echo: Callable[[str], None]) -> None:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
+from itertools import count
 from typing import Any
 
 import anyio
@@ -26,7 +25,7 @@ import orjson
 
 from batchchat.errors import ResultCallbackError
 from batchchat.output.lines import Result, encode_result
-from batchchat.output.writer import ResultWriter
+from batchchat.output.writer import ResultWriter, WriterThread
 from batchchat.pacing.tokens import usage_totals
 from batchchat.report.counters import Counters
 
@@ -50,8 +49,7 @@ class WriteStage:
         self._release_slot = release_slot
         self._on_result = on_result
         self._buffer = buffer
-        self._line_prefix = "batch_req_" + os.urandom(6).hex()
-        self._line_seq = 0
+        self._line_ids = map(("batch_req_" + os.urandom(6).hex() + "{:08x}").format, count(1))
         self._pending: list[Result] = []  # handed over, not yet with the thread
         self._batch: tuple[list[Result], list[bytes]] | None = None  # with the thread now
         self._closed = False
@@ -61,9 +59,7 @@ class WriteStage:
         self._flush_at: asyncio.Handle | None = None  # the pending results go to the thread then
         self._flush_soon = False  # ...or at the end of this loop turn
         self._landed: asyncio.Future[None] | None = None  # a cancelled run() waiting for the batch with the thread
-        self._inbox: queue.SimpleQueue[tuple[bytes, float] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: WriterThread | None = None
 
     # -- the send stream's face ------------------------------------------------------------------------
 
@@ -112,7 +108,7 @@ class WriteStage:
                 with anyio.CancelScope(shield=True):
                     await self._landed
             if self._thread is not None:
-                self._inbox.put(None)  # the thread ends
+                self._thread.stop()
         if self._failure is not None:
             raise self._failure
 
@@ -146,27 +142,12 @@ class WriteStage:
         """Give the pending results (up to `BATCH_LINES`) to the writer thread."""
         batch = self._pending[:BATCH_LINES]
         del self._pending[:BATCH_LINES]
-        lines = [encode_result(result, self._next_line_id()) for result in batch]
+        lines = [encode_result(result, next(self._line_ids)) for result in batch]
         self._batch = (batch, lines)
         if self._thread is None:
-            self._loop = asyncio.get_running_loop()
-            self._thread = threading.Thread(target=self._write_lines, name="batchchat-writer", daemon=True)
-            self._thread.start()
-        self._inbox.put((b"".join(lines), time.monotonic()))
+            self._thread = WriterThread(self._writer, self._written)
+        self._thread.write(b"".join(lines), time.monotonic())
         self._wake_senders()
-
-    def _write_lines(self) -> None:
-        """The writer thread: write each batch it is given, then tell the loop."""
-        loop = self._loop
-        assert loop is not None
-        while (item := self._inbox.get()) is not None:
-            error: BaseException | None = None
-            try:
-                self._writer.write(*item)
-            except BaseException as exc:  # OutputWriteError, or anything else the run must hear of
-                error = exc
-            with contextlib.suppress(RuntimeError):  # the loop is gone: the run was torn down
-                loop.call_soon_threadsafe(self._written, error)
 
     def _written(self, error: BaseException | None) -> None:
         """On the loop: the batch with the thread is on disk (or failed)."""
@@ -179,7 +160,9 @@ class WriteStage:
         if error is None:
             try:
                 for result, line in zip(batch, lines, strict=True):
-                    self._count(result, line)
+                    count_result(self._counters, result, self._release_slot)
+                    if self._on_result is not None:
+                        _call_back(self._on_result, line)
             except ResultCallbackError as exc:
                 error = exc
         if error is not None:
@@ -201,29 +184,29 @@ class WriteStage:
             self._room.set_result(None)
         self._room = None
 
-    def _count(self, result: Result, line: bytes) -> None:
-        counters = self._counters
-        if result.ok:
-            counters.succeeded += 1
-            prompt, completion = usage_totals(result.usage)
-            counters.prompt_tokens += prompt
-            counters.completion_tokens += completion
-            counters.latencies.add(result.latency)
-        else:
-            counters.failed += 1
-            counters.errors[result.error_code or "error"] += 1
-        if result.holds_slot:
-            self._release_slot()
-            counters.in_flight -= 1
-        if self._on_result is not None:
-            try:
-                self._on_result(orjson.loads(line))
-            except Exception as exc:
-                raise ResultCallbackError(f"the on_result callback raised {type(exc).__name__}: {exc}") from exc
 
-    def _next_line_id(self) -> str:
-        self._line_seq += 1
-        return f"{self._line_prefix}{self._line_seq:08x}"
+
+def count_result(counters: Counters, result: Result, release_slot: Callable[[], None]) -> None:
+    """Count a result that is on disk, and free its concurrency slot."""
+    if result.ok:
+        counters.succeeded += 1
+        prompt, completion = usage_totals(result.usage)
+        counters.prompt_tokens += prompt
+        counters.completion_tokens += completion
+        counters.latencies.add(result.latency)
+    else:
+        counters.failed += 1
+        counters.errors[result.error_code or "error"] += 1
+    if result.holds_slot:
+        release_slot()
+        counters.in_flight -= 1
+
+
+def _call_back(on_result: Callable[[dict[str, Any]], None], line: bytes) -> None:
+    try:
+        on_result(orjson.loads(line))
+    except Exception as exc:
+        raise ResultCallbackError(f"the on_result callback raised {type(exc).__name__}: {exc}") from exc
 
 
 async def hand_over(results: Any, result: Result) -> bool:
