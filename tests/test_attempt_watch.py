@@ -4,6 +4,7 @@ attempt up so that it is retried, and names the requests that wait. A fake clock
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,7 +23,8 @@ from batchchat.online.attempt_watch import (
     AttemptWatch,
     attempt_timeout,
 )
-from batchchat.report.counters import LatencyHistogram
+from batchchat.report.counters import Counters, LatencyHistogram
+from batchchat.report.progress import Progress
 
 PATH = "/v1/chat/completions"
 OK = Success(200, {}, b"{}", None, {})
@@ -206,3 +208,36 @@ async def test_the_waiting_requests_are_named_oldest_first() -> None:
 
     await run_attempts(watch, [f"r{i}" for i in range(5)], body)
     assert watch.describe_waiting() is None
+
+
+async def test_a_cancellation_that_meets_a_give_up_goes_on() -> None:
+    clock, server = Clock(), Server()
+    watch = AttemptWatch(server, answered(100, 1.0), 600.0, clock=clock)
+    task = asyncio.ensure_future(watch.attempt("r").send(PATH, b"r"))
+    await in_flight(watch, 1)
+    clock.now += 60.0
+    watch.sweep()  # the give-up cancels the task once ...
+    task.cancel()  # ... and its owner too, at the same moment: the owner's cancellation must not be swallowed
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not watch.waiting
+
+
+def test_the_log_line_and_the_bar_name_who_is_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")  # too narrow for the bar's own line: said above the bar
+    waiting = "3 waiting > 5s: r1 9s, r2 9s, r3 9s"
+    counters = Counters(total=10, succeeded=7)
+    counters.in_flight = 3
+    log = io.StringIO()
+    Progress(counters, "log", stream=log, waiting=lambda: waiting).refresh()
+    assert f"3 in flight, {waiting}, 0 retries" in log.getvalue()
+    screen = io.StringIO()
+    bar = Progress(counters, "bar", stream=screen, waiting=lambda: waiting)
+    bar._start_bar()
+    bar.refresh()
+    bar.refresh()  # said once, not on every refresh
+    bar.close()
+    assert screen.getvalue().count(f"batchchat: {waiting}") == 1, screen.getvalue()
+    quiet = io.StringIO()
+    Progress(counters, "log", stream=quiet, waiting=lambda: None).refresh()
+    assert "waiting" not in quiet.getvalue()

@@ -147,6 +147,7 @@ def test_tune_against_a_server_that_announces_its_limit_and_its_advice_reaches_i
     assert [s["concurrency"] for s in data["steps"]] == [4, 8]  # 8 carries the limit: 16 cannot go faster
     assert "4 in flight: excluded: too few in flight" in result.stdout
     assert f"recommended: --concurrency {advice['concurrency']} --rpm 2400" in result.stdout
+    assert sim.stats()["rate_limited"] == 0  # the steps kept to the announced limit (before: 429s from 8 up)
     # the advice, followed, runs at the limit (the simulator's own count, second by second)
     sim.reset_stats()
     job = write_jobs(tmp_path / "real.jsonl", chat_lines(400))
