@@ -19,22 +19,22 @@ import anyio
 from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError
 from batchchat.http.sender import open_sender
-from batchchat.input.plan import Plan, open_input, scan, sealed_plan
+from batchchat.input.plan import Plan, open_input
 from batchchat.money.guard import Spending, check_priced
+from batchchat.online.attempt_watch import AttemptWatch
 from batchchat.online.attempts import Requester
 from batchchat.online.collector import collect_periodically
 from batchchat.online.dispatch import dispatch
-from batchchat.online.health import watched
+from batchchat.online.health import endpoint_health
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
-from batchchat.output.seal import seal_key, sealed_lines
 from batchchat.output.stream import StdoutWriter, is_stdout
 from batchchat.output.writer import ResultWriter
 from batchchat.pacing.pacer import Pacer
 from batchchat.report.counters import Counters
 from batchchat.report.progress import Progress
-from batchchat.report.status import StatusFile, read_seal
+from batchchat.report.status import StatusFile
 from batchchat.report.summary import Summary
 from batchchat.secrets import Redactor
 
@@ -48,7 +48,7 @@ from batchchat.online.prepare import (
     finished_seal,
     first_url,
     no_key_warning,
-    open_output,
+    plan_run,
     start_line,
     write_summary_json,
 )
@@ -72,6 +72,7 @@ class Engine:
         self._spending: Spending | None = None  # prices loaded in _prepare (a bad price file: exit 2)
         self._url = settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
         self._sent_paths: dict[str, None] = {}  # the endpoint paths requests went to, in the order first used
+        self._watch: AttemptWatch | None = None  # the attempts in flight (made when the run starts sending)
 
     @property
     def headers_seen(self) -> bool | None:  # whether the server sent x-ratelimit headers (None: no answer yet)
@@ -87,7 +88,8 @@ class Engine:
             stack.callback(writer.close)
             progress = Progress(self.counters, self.settings.progress, self.settings.log_interval,
                                 header=start_line(self.settings, plan, output, self._url),
-                                spent=lambda: self._spending.spent if self._spending is not None else None)
+                                spent=lambda: self._spending.spent if self._spending is not None else None,
+                                waiting=lambda: self._watch.describe_waiting() if self._watch is not None else None)
             status = None if is_stdout(output) else StatusFile(output, self.counters, plan.display, self._url)
             try:
                 if plan.to_run:  # else all done: no connection to open (nor aiohttp to import)
@@ -117,15 +119,7 @@ class Engine:
                                           shared_ledger(self.settings, self._shared, path, display))
         if self.settings.endpoint.api_key is None:
             self._echo(no_key_warning(self.settings))
-        key = seal_key(self.settings.defaults, self.settings.shard)
-        found = open_output(output, None if self.settings.input == "-" else path, stack, self._echo,
-                            lambda: sealed_lines(read_seal(output), output, path, key))
-        if isinstance(found, tuple):  # sealed: finished, and nothing changed since
-            plan = sealed_plan(path, display, *found)
-        else:
-            plan = scan(path, display, self.settings, found, resend_changed=self.settings.resend_changed,
-                        limit=self.settings.limit)
-        del found  # the plan holds what it needs
+        plan = plan_run(path, display, self.settings, output, stack, self._echo)
         check_plan(plan, self.settings.strict, self._echo)
         if self.settings.max_cost is not None:
             check_priced(plan, self.settings, self._spending.table)
@@ -162,16 +156,19 @@ class Engine:
         stage = WriteStage(writer, counters, self._pacer.release, self._on_result,  # type: ignore[arg-type]
                            buffer=max(256, settings.concurrency * 2))
         send = stage  # results go to the stage as into a memory object stream
-        sender = watched(open_sender(settings.endpoint, settings.concurrency, self._redact, self._client),
-                         settings.endpoint, settings.concurrency, control.fail)
-        self._sent_paths = sender.paths
-        requester = Requester(settings, self._pacer, counters, control, sender, send, self._spending)
+        sender = open_sender(settings.endpoint, settings.concurrency, self._redact, self._client)
+        health = endpoint_health(settings.endpoint, settings.concurrency, plan.groups, control.fail, self._echo)
+        watch = self._watch = AttemptWatch(sender, counters.latencies, settings.endpoint.read_timeout, self._echo)
+        self._sent_paths = watch.paths
+        requester = Requester(settings, self._pacer, counters, control, sender, send, self._spending,
+                              health=health, watch=watch)
         try:
             async with anyio.create_task_group() as tg:
                 control.task_group = tg
                 written = anyio.Event()
                 tg.start_soon(_write, stage, written, control)
                 tg.start_soon(progress.run)
+                tg.start_soon(watch.run)
                 if status is not None:
                     tg.start_soon(status.run)
                 if self._shared is not None:

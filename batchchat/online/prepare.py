@@ -14,15 +14,16 @@ import orjson
 
 from batchchat.config.settings import RunSettings
 from batchchat.errors import OutputWriteError, UsageError
-from batchchat.input.plan import Plan, describe_invalid
+from batchchat.input.plan import Plan, describe_invalid, scan, sealed_plan
 from batchchat.online.stop import StopControl
 from batchchat.output.compact import compact
 from batchchat.output.lock import RunLock
 from batchchat.output.paths import check_output
 from batchchat.output.resume import ResumeIndex, load_resume_index
-from batchchat.output.seal import make_seal, seal_key
+from batchchat.output.seal import make_seal, seal_key, sealed_lines
 from batchchat.output.stream import is_stdout
 from batchchat.report.counters import Counters
+from batchchat.report.status import read_seal
 from batchchat.report.summary import Summary
 
 if TYPE_CHECKING:
@@ -71,6 +72,18 @@ def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: C
     if index.repair:
         echo(f"batchchat: {index.repair}")
     return index
+
+
+def plan_run(path: Path, display: str, settings: RunSettings, output: Path, stack: ExitStack,
+             echo: Callable[[str], None]) -> Plan:
+    """Lock the output and plan the run: from its seal when the job is finished and unchanged since
+    (`output.seal`: nothing read), else from what the output holds and a scan of the whole input."""
+    key = seal_key(settings.defaults, settings.shard)
+    found = open_output(output, None if settings.input == "-" else path, stack, echo,
+                        lambda: sealed_lines(read_seal(output), output, path, key))
+    if isinstance(found, tuple):
+        return sealed_plan(path, display, *found)
+    return scan(path, display, settings, found, resend_changed=settings.resend_changed, limit=settings.limit)
 
 
 def finished_seal(settings: RunSettings, c: Counters, plan: Plan, output: Path, exit_code: int) -> dict | None:
