@@ -110,7 +110,7 @@ class Engine:
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
         """Open the input, lock the output, read what is done and scan the input (blocking file work)."""
-        path, display = open_input(self.settings.input, stack)
+        path, display = open_input(self.settings.input, stack, self.settings)
         self._spending = Spending.for_run(self.settings.prices, self.settings.max_cost, self._control.fail,
                                           shared_ledger(self.settings, self._shared, path, display))
         if self.settings.endpoint.api_key is None:
