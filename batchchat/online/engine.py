@@ -71,6 +71,7 @@ class Engine:
         self._spending: Spending | None = None  # prices loaded in _prepare (a bad price file: exit 2)
         self._url = settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
         self._sent_paths: dict[str, None] = {}  # the endpoint paths requests went to, in the order first used
+        self._cache: Any = None  # --cache: cache.hook.RunCache, opened in _prepare
 
     @property
     def headers_seen(self) -> bool | None:  # whether the server sent x-ratelimit headers (None: no answer yet)
@@ -123,6 +124,11 @@ class Engine:
         if self.settings.max_cost is not None:
             check_priced(plan, self.settings, self._spending.table)
         self._url = first_url(path, self.settings)
+        if self.settings.cache is not None:
+            from batchchat.cache.hook import RunCache
+
+            self._cache = RunCache(self.settings.cache, self.settings.endpoint, self._echo)
+            stack.callback(self._cache.close)
         self.counters.total = plan.to_run
         self.counters.skipped = plan.skipped
         self.counters.left = plan.left
@@ -154,7 +160,8 @@ class Engine:
         counters = self.counters
         buffer = max(256, settings.concurrency * 2)
         send, receive = anyio.create_memory_object_stream[Result](buffer)
-        stage = WriteStage(writer, counters, self._pacer.release, self._on_result)  # type: ignore[arg-type]
+        stage = WriteStage(writer, counters, self._pacer.release, self._on_result,  # type: ignore[arg-type]
+                           self._cache.stored if self._cache is not None else None)
         sender = watched(open_sender(settings.endpoint, settings.concurrency, self._redact, self._client),
                          settings.endpoint, settings.concurrency, control.fail)
         self._sent_paths = sender.paths
@@ -180,7 +187,7 @@ class Engine:
                         with control.dispatch_scope:
                             await stop_on_lost(self._shared, control, dispatch)(plan, settings, self._pacer,
                                                                                  counters, control, pool, send,
-                                                                                 self._spending)
+                                                                                 self._spending, self._cache)
                         pool.close()  # the workers finish what they hold, then end
                 finally:
                     send.close()
