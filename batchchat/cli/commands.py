@@ -23,6 +23,11 @@ app = typer.Typer(
     help="Push a JSONL batch of chat-completion and embedding requests through an OpenAI-compatible API.",
 )
 app.command("serve")(serve)
+from batchchat.cli.data import cache_app, export, report  # noqa: E402  (the data team's commands, issue #24)
+
+app.command("export")(export)
+app.command("report")(report)
+app.add_typer(cache_app, name="cache")
 
 SIMULATED_KEY = "sk-simulated-local-key"  # what --simulate's server expects; not a secret
 _ENDPOINT = "Endpoint"
