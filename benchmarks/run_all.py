@@ -25,7 +25,7 @@ from benchmarks import report
 from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, workdir
 
 BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "cap_fleet",
-           "batch", "pacing", "fleet"]
+           "batch", "pacing", "fleet", "data"]
 
 
 def main(argv: list[str] | None = None) -> int:

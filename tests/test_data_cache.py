@@ -71,6 +71,9 @@ def test_a_second_job_sharing_half_its_requests_sends_exactly_the_other_half(tmp
     assert not any(lines[f"fresh{i}"].get("cached") for i in range(20))
     with RequestCache(cache) as held:
         assert held.stats().entries == 60  # every new success stored
+    again = cli(*run_args(sim.base_url, second, tmp_path / "second.out", "--cache", cache), env=cli_env())
+    assert again.returncode == 0 and "40 already done" in again.stdout  # cached lines resume as done
+    assert sent(sim) == 60
 
 
 def test_the_cache_shared_by_two_processes_at_once(tmp_path: Path, simulator: Any) -> None:
@@ -151,14 +154,16 @@ def test_cache_cli_stats_and_prune(tmp_path: Path) -> None:
     with RequestCache(path) as cache:
         cache.store_many([(request_key("u", {"n": i}), "/v1/chat/completions", "gpt-4o-mini", CachedAnswer(b"{}"))
                           for i in range(50)])
-        cache._writer.execute("UPDATE answers SET stored_at = stored_at - 40 * 86400 WHERE id % 2 = 0")
+        cache._writer.execute("UPDATE answers SET stored_at = stored_at - 40 * 86400 WHERE rowid % 2 = 0")
     stats = cli("cache", "stats", path)
     assert stats.returncode == 0 and "50 answers" in stats.stdout and "gpt-4o-mini" in stats.stdout
     pruned = cli("cache", "prune", "--older-than", "30d", path)
     assert pruned.returncode == 0, pruned.stderr
     with RequestCache(path) as cache:
         left = cache.stats().entries
+        kept = [i for i in range(50) if cache.lookup("u", {"n": i}) is not None]
     assert f"removed {50 - left:,} answers" in pruned.stdout and 0 < left < 50
+    assert len(kept) == left  # a pruned answer is not found any more, a kept one is
     missing = cli("cache", "stats", tmp_path / "nope.sqlite")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     bad = cli("cache", "prune", "--older-than", "soon", path)

@@ -10,14 +10,17 @@ and is left alone; the run goes on.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from batchchat.cache.store import CachedAnswer, RequestCache, request_key
+import orjson
+
+from batchchat.cache.store import CachedAnswer, RequestCache, key_of
 from batchchat.config.settings import EndpointConfig
 from batchchat.input.parse import Job
-from batchchat.output.lines import Result, request_fingerprint
+from batchchat.output.lines import Result
 
 
 class RunCache:
@@ -26,7 +29,7 @@ class RunCache:
     def __init__(self, path: Path, endpoint: EndpointConfig, warn: Callable[[str], None]) -> None:
         self.cache = RequestCache(path)
         self._url_for = endpoint.url_for
-        self._urls: dict[str, str] = {}
+        self._urls: dict[str, bytes] = {}
         self._warn = warn
         # custom_id -> (key, endpoint, model) of a request sent: at most those in flight
         self._pending: dict[str, tuple[bytes, str, object]] = {}
@@ -38,8 +41,9 @@ class RunCache:
         """The result line of `job` from the cache, or None (then its key is kept until its result is written)."""
         url = self._urls.get(job.url)
         if url is None:
-            url = self._urls[job.url] = self._url_for(job.url)
-        key = request_key(url, job.body)
+            url = self._urls[job.url] = self._url_for(job.url).encode()
+        canonical = orjson.dumps(job.body, option=orjson.OPT_SORT_KEYS)  # encoded once for key and fingerprint
+        key = key_of(url, canonical)
         answer = None
         if not self._broken:
             try:
@@ -51,7 +55,7 @@ class RunCache:
             return None
         self.hits += 1
         return Result(job.custom_id, job.line_no, answer.status, answer.body, answer.request_id, usage=answer.usage,
-                      metadata=job.metadata, fingerprint=request_fingerprint(job.url, job.body), cost_usd=0.0,
+                      metadata=job.metadata, fingerprint=_fingerprint(job.url, canonical), cost_usd=0.0,
                       cached=True)
 
     def stored(self, results: Iterable[Result]) -> None:
@@ -78,3 +82,8 @@ class RunCache:
     def close(self) -> None:
         """Close the cache file."""
         self.cache.close()
+
+
+def _fingerprint(path: str, canonical: bytes) -> str:
+    """`output.lines.request_fingerprint` from the body already encoded with sorted keys."""
+    return hashlib.blake2b(path.encode() + b"\n" + canonical, digest_size=8).hexdigest()

@@ -1,11 +1,13 @@
 """`RequestCache`: answers kept in an SQLite file, keyed by the request, for every run (and process) that uses it.
 
 The key is a 128-bit BLAKE2b of the request as sent: its absolute URL (base URL, path and query) and its body
-after defaults, with sorted keys; never the API key or a header. Its first 64 bits are the row's rowid (one
-B-tree search per look-up), the other 64 are checked, so two requests whose rowids collide never share an answer
-(the second is simply not stored). The file is in WAL mode: readers never wait for a writer, and processes on
-one host share it safely (writes wait up to `BUSY_TIMEOUT_MS` for each other). SQLite's page cache is bounded
-(`CACHE_KIB`), so memory does not grow with the file. WAL is not for network file systems: one host only.
+after defaults, with sorted keys; never the API key or a header. Its first 64 bits are the rowid of a small
+`keys` table (about 30 bytes a row: a million keys fit SQLite's page cache, so a miss never reads the disk), the
+other 64 are checked, so two requests whose rowids collide never share an answer (the second is not stored); the
+answers themselves sit in a table of their own, read only on a hit. The file is in WAL mode: readers never wait
+for a writer, and processes on one host share it safely (writes wait up to `BUSY_TIMEOUT_MS` for each other).
+SQLite's page cache is bounded (`CACHE_KIB`), so memory does not grow with the file. WAL is not for network file
+systems: one host only.
 """
 
 from __future__ import annotations
@@ -23,20 +25,24 @@ import orjson
 from batchchat.errors import UsageError
 
 BUSY_TIMEOUT_MS = 30_000
-CACHE_KIB = 4096  # SQLite's page cache per connection
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS answers (
-    id INTEGER PRIMARY KEY,   -- the key's first 64 bits
-    check_bits INTEGER NOT NULL,  -- its last 64 bits
-    stored_at INTEGER NOT NULL,   -- unix seconds
-    endpoint TEXT NOT NULL,   -- the URL's path, for stats
-    model TEXT,
-    status INTEGER NOT NULL,
-    request_id TEXT,
-    usage BLOB,               -- JSON
-    body BLOB NOT NULL        -- the answer's body as the server sent it
+CACHE_KIB = 32_768  # SQLite's page cache of the reading connection: holds the keys of ~1M answers
+WRITER_CACHE_KIB = 8_192
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS keys (
+        id INTEGER PRIMARY KEY,       -- the key's first 64 bits
+        check_bits INTEGER NOT NULL,  -- its last 64 bits
+        answer INTEGER NOT NULL       -- the rowid of its row in answers
+    )""",
+    """CREATE TABLE IF NOT EXISTS answers (
+        stored_at INTEGER NOT NULL,   -- unix seconds
+        endpoint TEXT NOT NULL,       -- the URL's path, for stats
+        model TEXT,
+        status INTEGER NOT NULL,
+        request_id TEXT,
+        usage BLOB,                   -- JSON
+        body BLOB NOT NULL            -- the answer's body as the server sent it
+    )""",
 )
-"""
 
 
 @dataclass(slots=True)
@@ -72,10 +78,18 @@ class CacheStats:
         return "\n".join(lines)
 
 
+_LOOKUP = ("SELECT k.check_bits, a.status, a.request_id, a.usage, a.body, a.stored_at "
+           "FROM keys AS k JOIN answers AS a ON a.rowid = k.answer WHERE k.id = ?")
+
+
 def request_key(url: str, body: dict[str, Any]) -> bytes:
     """The cache key of a request: 16 bytes of BLAKE2b over its absolute URL and its body with sorted keys."""
-    canonical = url.encode() + b"\n" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    return hashlib.blake2b(canonical, digest_size=16).digest()
+    return key_of(url.encode(), orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+
+
+def key_of(url: bytes, canonical_body: bytes) -> bytes:
+    """`request_key` from the URL's bytes and the body already encoded with sorted keys."""
+    return hashlib.blake2b(url + b"\n" + canonical_body, digest_size=16).digest()
 
 
 def _split(key: bytes) -> tuple[int, int]:
@@ -96,17 +110,17 @@ class RequestCache:
         if self.path.is_dir():
             raise UsageError(f"cache {self.path} is a directory, not an SQLite file")
         try:
-            self._writer = self._connect(check_same_thread=False)
+            self._writer = self._connect(WRITER_CACHE_KIB)
             self._setup(self._writer)
-            self._reader = self._connect(check_same_thread=False)
+            self._reader = self._connect(CACHE_KIB)
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"cache {self.path} cannot be used: {exc}") from None
 
-    def _connect(self, *, check_same_thread: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=check_same_thread,
+    def _connect(self, cache_kib: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
                                isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        conn.execute(f"PRAGMA cache_size = -{cache_kib}")
         return conn
 
     @staticmethod
@@ -118,7 +132,8 @@ class RequestCache:
                     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the table: prune can shrink the file
                     conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # WAL: a power cut may lose the last stores, never the file
-                conn.execute(_SCHEMA)
+                for statement in _SCHEMA:
+                    conn.execute(statement)
                 return
             except sqlite3.OperationalError as exc:
                 if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() > deadline:
@@ -134,8 +149,7 @@ class RequestCache:
     def lookup_key(self, key: bytes) -> CachedAnswer | None:
         """The answer stored under `key` (from `request_key`), or None."""
         rowid, check = _split(key)
-        row = self._reader.execute("SELECT check_bits, status, request_id, usage, body, stored_at FROM answers "
-                                   "WHERE id = ?", (rowid,)).fetchone()
+        row = self._reader.execute(_LOOKUP, (rowid,)).fetchone()
         if row is None or row[0] != check:
             return None
         usage = orjson.loads(row[3]) if row[3] else None
@@ -147,15 +161,25 @@ class RequestCache:
         self.store_many([(request_key(url, body), path, body.get("model"), answer)])
 
     def store_many(self, entries: Iterable[tuple[bytes, str, Any, CachedAnswer]]) -> int:
-        """Keep answers given as (key, endpoint, model, answer), in one transaction; the number given."""
+        """Keep answers given as (key, endpoint, model, answer), in one transaction; how many were new."""
         now = int(time.time())
-        rows = [(*_split(key), now, endpoint, model if isinstance(model, str) else None, answer.status,
-                 answer.request_id, orjson.dumps(answer.usage) if answer.usage is not None else None, answer.body)
-                for key, endpoint, model, answer in entries]
-        if rows:
-            with _transaction(self._writer):
-                self._writer.executemany("INSERT OR IGNORE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        return len(rows)
+        entries = list(entries)
+        if not entries:
+            return 0
+        conn = self._writer
+        stored = 0
+        with _transaction(conn):
+            for key, endpoint, model, answer in entries:
+                rowid, check = _split(key)
+                if conn.execute("SELECT 1 FROM keys WHERE id = ?", (rowid,)).fetchone() is not None:
+                    continue  # held already (or a different request sharing the rowid: never stored)
+                cursor = conn.execute(
+                    "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (now, endpoint, model if isinstance(model, str) else None, answer.status, answer.request_id,
+                     orjson.dumps(answer.usage) if answer.usage is not None else None, answer.body))
+                conn.execute("INSERT INTO keys VALUES (?, ?, ?)", (rowid, check, cursor.lastrowid))
+                stored += 1
+        return stored
 
     def stats(self) -> CacheStats:
         """How many answers, how large the file, the oldest and newest, per model."""
@@ -170,6 +194,8 @@ class RequestCache:
         """Remove the answers stored more than `older_than` seconds ago and give their space back; how many."""
         cutoff = int(time.time() - older_than)
         with _transaction(self._writer):
+            self._writer.execute("DELETE FROM keys WHERE answer IN (SELECT rowid FROM answers WHERE stored_at < ?)",
+                                 (cutoff,))
             removed = self._writer.execute("DELETE FROM answers WHERE stored_at < ?", (cutoff,)).rowcount
         self._writer.execute("PRAGMA incremental_vacuum")
         self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
