@@ -282,7 +282,8 @@ def run(quick: bool, work: Path) -> Section:
         f"other ids, one cache file): the simulator received {half['first']:,} requests from the first and "
         f"{half['second']:,} from the second, which wrote {half['second_cached']:,} lines from the cache.", "",
         f"**Cache look-up** on {looked['entries']:,} entries ({looked['file_mb']:,.0f} MB on disk, built in "
-        f"{looked['build_s']:.0f} s, {looked['build_s'] / looked['entries'] * 1e6:.0f} µs an answer stored): `RunCache.serve` (key, SQLite look-up, result line) {looked['hit']:.1f} µs a "
+        f"{looked['build_s']:.0f} s, {looked['build_s'] / looked['entries'] * 1e6:.0f} µs an answer stored): "
+        f"`RunCache.serve` (key, SQLite look-up, result line) {looked['hit']:.1f} µs a "
         f"hit, {looked['miss']:.1f} µs a miss (of which the key: {looked['key_us']:.1f} µs), 100,000 random probes "
         f"each; peak RSS of the probing process {looked['maxrss_mb']:.0f} MB.", "",
         f"**Client CPU per request** (zero-latency simulator, {cpu_n:,} requests, median of {rounds}):", "",
