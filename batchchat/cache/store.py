@@ -72,7 +72,8 @@ class CacheStats:
         def when(t: float | None) -> str:
             return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
 
-        lines = [f"{self.path}: {self.entries:,} answers, {self.file_bytes / 1e6:,.1f} MB",
+        size = f"{self.file_bytes / 1e6:,.1f} MB" if self.file_bytes >= 1e6 else f"{self.file_bytes / 1e3:,.0f} kB"
+        lines = [f"{self.path}: {self.entries:,} answers, {size}",
                  f"  stored     {when(self.oldest)} .. {when(self.newest)}"]
         lines += [f"  {model:<24} {count:>12,}" for model, count in self.by_model.items()]
         return "\n".join(lines)
@@ -153,7 +154,7 @@ class RequestCache:
         if row is None or row[0] != check:
             return None
         usage = orjson.loads(row[3]) if row[3] else None
-        return CachedAnswer(row[4], row[1], row[2], usage, float(row[5]))
+        return CachedAnswer(row[4], row[1], row[2], usage, row[5])
 
     def store(self, url: str, body: dict[str, Any], answer: CachedAnswer) -> None:
         """Keep `answer` for this request (an answer already stored for it stays)."""

@@ -26,7 +26,7 @@ def plot_report(result: Reconciliation, path: Path) -> None:
             axes.text(0.5, 0.5, "no values", ha="center", va="center", transform=axes.transAxes)
         axes.set_xlabel(label)
         axes.set_ylabel("requests")
-    cost_axes.set_title(f"{len(result.costs):,} answers, ${sum(result.costs):.4g} in all")
+    cost_axes.set_title(f"{len(result.costs):,} answers sent, ${sum(result.costs):.4g} in all")
     latency_axes.set_title(f"{len(result.latencies):,} answers" + (
         f", median {sorted(result.latencies)[len(result.latencies) // 2]:,.0f} ms" if len(result.latencies) else ""))
     figure.suptitle(f"batchchat report: {Path(result.output).name}")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batchchat.errors import ExitCode
+from batchchat.money.cost import usd
 from batchchat.results.flat import flatten
 from batchchat.results.scan import iter_lines, scan_output
 
@@ -103,10 +104,10 @@ class Reconciliation:
                      + f"; {self.answered_twice:,} answered successfully more than once")
         lines.append(f"  4xx in 200 {self.error_in_200:,} lines with no error but a 4xx/5xx answer (counted failed)")
         if self.by_model:
-            lines.append(f"  {'model':<24} {'tier':<10} {'ok':>9} {'prompt tok':>12} {'completion':>12} "
-                         f"{'cached tok':>11} {'cost USD':>11}")
+            lines.append(f"  {'model':<24} {'tier':<10} {'ok':>9} {'prompt tok':>12} {'compl tok':>12} "
+                         f"{'cached tok':>11} {'cost':>11}")
             for (model, tier), b in sorted(self.by_model.items()):
-                cost = f"{b.cost:.6g}" + ("+?" if b.cost_unknown else "")
+                cost = usd(b.cost) + (f" + {b.cost_unknown:,} unpriced" if b.cost_unknown else "")
                 lines.append(f"  {model:<24} {tier:<10} {b.ok:>9,} {b.prompt:>12,} {b.completion:>12,} "
                              f"{b.cached_tokens:>11,} {cost:>11}")
         lines.append(f"  exit code  {self.exit_code}")
