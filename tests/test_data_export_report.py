@@ -85,7 +85,7 @@ def test_batch_shapes_flatten_and_csv_and_jsonl_exports(tmp_path: Path) -> None:
     assert [row["custom_id"] for row in flat] == ["a", "b", "c", "d"]
 
 
-@given(st.lists(st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False),
+@given(st.lists(st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False),
                           st.text(max_size=20), st.lists(st.integers(-99, 99), max_size=3)), min_size=1, max_size=20))
 def test_metadata_values_of_any_kind_survive_a_parquet_export(tmp_path_factory: Any, values: list[Any]) -> None:
     work = tmp_path_factory.mktemp("meta")
