@@ -184,6 +184,7 @@ def cpu_per_request(work: Path, n: int, rounds: int) -> dict[str, float]:
     if base is None:
         del variants["before the cache (merge base)"]
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    micro = line_cost(base)
     with simulator(seed=11) as sim:
         warm = {"input": str(src), "output": str(work / "warm.out"), "base_url": sim.base_url, "key": API_KEY,
                 "extra": {"cache": str(cache)}}
@@ -203,7 +204,39 @@ def cpu_per_request(work: Path, n: int, rounds: int) -> dict[str, float]:
                 if name.startswith("before"):
                     assert got["code"].startswith(str(base)), got
                 samples[name].append(got["cpu"] / n * 1e6)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    result = {name: statistics.median(values) for name, values in samples.items()}
+    result |= {f"line ns {name}": ns for name, ns in micro.items()}
+    return result
+
+
+MICRO_CODE = """
+import json, sys, time
+if sys.argv[1]:
+    sys.path.insert(0, sys.argv[1])
+from batchchat.output.lines import Result, encode_result
+body = b'{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}]}'
+usage = {"prompt_tokens": 13, "completion_tokens": 30, "total_tokens": 43}
+best = []
+for _ in range(5):
+    t = time.perf_counter()
+    for i in range(200_000):
+        encode_result(Result("r1", i, 200, body, "req_1", attempts=1, latency=0.01, usage=usage,
+                             fingerprint="0123456789abcdef", cost_usd=0.0001), "batch_req_1")
+    best.append((time.perf_counter() - t) / 200_000 * 1e9)
+print(json.dumps({"ns": min(best), "code": Result.__module__ and sys.modules["batchchat"].__file__}))
+"""
+
+
+def line_cost(base: Path | None) -> dict[str, float]:
+    """ns to make and encode one result line (the per-request step the cache added a field and a test to), in the
+    code before the cache and in this code, alternated three times; the best of each."""
+    found: dict[str, list[float]] = {"before": [], "now": []}
+    for _ in range(3):
+        for name, code in (("before", str(base) if base else None), ("now", "")):
+            if code is None:
+                continue
+            found[name].append(run_process([PYTHON, "-c", MICRO_CODE, code], timeout=300).json()["ns"])
+    return {name: min(values) for name, values in found.items() if values}
 
 
 def write_parquet(path: Path, rows: int) -> None:
@@ -293,7 +326,11 @@ def run(quick: bool, work: Path) -> Section:
     log(f"data: a {rows:,}-row Parquet input through the pipeline, then export")
     pipe = parquet_pipeline(work, rows)
     base = cpu.get("before the cache (merge base)")
-    cpu_rows = [[name, us, f"{us / base:.3f}x" if base else "-"] for name, us in cpu.items()]
+    cpu_rows = [[name, us, f"{us / base:.3f}x" if base else "-"] for name, us in cpu.items()
+                if not name.startswith("line ns")]
+    micro = (f"Making and encoding one result line (`Result` + `encode_result`, 200,000 lines, best of 3 "
+             f"alternated processes): {cpu.get('line ns before', float('nan')):.0f} ns before the cache, "
+             f"{cpu.get('line ns now', float('nan')):.0f} ns now.")
     body = "\n".join([
         f"**Cache, two jobs** ({n_half:,} requests each, the second sharing {half['shared']:,} with the first under "
         f"other ids, one cache file): the simulator received {half['first']:,} requests from the first and "
@@ -306,7 +343,7 @@ def run(quick: bool, work: Path) -> Section:
         f"the same call on a one-row in-memory table took {looked['reference_us']:.1f} µs (about 1.5 on a quiet "
         "core).", "",
         f"**Client CPU per request** (zero-latency simulator, {cpu_n:,} requests, median of {rounds}):", "",
-        table(["client", "CPU µs/request", "vs before"], cpu_rows), "",
+        table(["client", "CPU µs/request", "vs before"], cpu_rows), "", micro, "",
         f"**{pipe['rows']:,}-row Parquet input** ({pipe['parquet_mb']:.0f} MB, row groups of 100,000; "
         "`--template 'Classify: {{ text }}' --id-column id`): spooled to JSONL by a child process in "
         f"{pipe['spool_s']:.1f} s at a peak RSS of {pipe['spool_peak_mb']:.0f} MB; the whole run "

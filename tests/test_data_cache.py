@@ -168,3 +168,12 @@ def test_cache_cli_stats_and_prune(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "does not exist" in missing.stderr
     bad = cli("cache", "prune", "--older-than", "soon", path)
     assert bad.returncode == 2 and "--older-than must look like 30d" in bad.stderr
+
+
+def test_a_cache_that_is_not_sqlite_is_refused_before_anything_is_sent(tmp_path: Path, sim: Simulator) -> None:
+    bad = tmp_path / "c.sqlite"
+    bad.write_bytes(b"this is not a database, just some bytes" * 100)
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(3))
+    done = cli(*run_args(sim.base_url, src, tmp_path / "out.jsonl", "--cache", bad), env=cli_env())
+    assert done.returncode == 2 and f"cache {bad} cannot be used" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and sent(sim) == 0
