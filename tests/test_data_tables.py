@@ -175,3 +175,13 @@ def test_library_run_of_a_tsv_via_both_defaults(tmp_path: Path, sim: Simulator) 
     out = tmp_path / "q.results.jsonl"
     assert {line["custom_id"] for line in read_output(out)} == {"row-1", "row-2"}
     assert orjson.loads(out.read_bytes().splitlines()[0])["line"] in (1, 2)
+
+
+def test_input_format_names_the_format_and_row_reaches_awkward_column_names(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "export.txt", ["the text", "row"], [["hello, you", "7"]])
+    got = items(src, input_format="csv", template='{{ row }}: {{ row["the text"] if row is mapping else "" }}')
+    assert prompt_of(got[0]) == "7: "  # a column named "row" wins over the whole row
+    other = write_csv(tmp_path / "other.txt", ["the text"], [["hello, you"]])
+    assert prompt_of(items(other, input_format="csv", template='{{ row["the text"] }}!')[0]) == "hello, you!"
+    with pytest.raises(UsageError, match="--input-format must be one of jsonl, csv, tsv, parquet"):
+        settings_for(other, input_format="xlsx")

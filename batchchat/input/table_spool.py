@@ -76,11 +76,9 @@ class RowRenderer:
             if value is None or value == "":
                 return _error_line(custom_id, column_label(self._id_column), "empty: every row needs an id")
             custom_id = str(value)
-        context = dict(row)
-        context.setdefault("row", row)
         try:
-            prompt = self._prompt(context)
-            system = self._system(context) if self._system is not None else None
+            prompt = self._prompt(row)
+            system = self._system(row) if self._system is not None else None
         except Exception as exc:  # a template that fails on this row's values
             return _error_line(custom_id, "--template", f"cannot be rendered for this row: {exc}")
         line: dict[str, Any] = {"custom_id": custom_id}
@@ -130,7 +128,7 @@ def _compile(source: str, flag: str, columns: list[str], display: str) -> tuple[
 
     def render(row: dict[str, Any]) -> str:
         # what Template.render does, without its merge of globals and row into a ChainMap per call (7.4 -> 3.1 µs)
-        return "".join(root(new_context({**env_globals, **row}, shared=True)))
+        return "".join(root(new_context({**env_globals, "row": row, **row}, shared=True)))  # a "row" column wins
 
     return render, names & set(columns)
 
