@@ -27,7 +27,7 @@ class RunCache:
     """A run's use of a `RequestCache`: answers served from it, new successes stored in it, and the counts."""
 
     def __init__(self, path: Path, endpoint: EndpointConfig, warn: Callable[[str], None]) -> None:
-        self.cache = RequestCache(path)
+        self.cache = RequestCache(path, read_batch=256)
         self._url_for = endpoint.url_for
         self._urls: dict[str, bytes] = {}
         self._warn = warn
