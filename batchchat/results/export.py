@@ -67,13 +67,18 @@ def export(output: Path, dest: Path, fmt: str | None = None,
     rows = 0
     chunk: list[list[Any]] = []
     joined = join[1] if join is not None else None
+    dynamic = columns[len(COLUMNS):]  # the fixed columns come first, straight from the flat row
     try:
         for index, line in iter_lines(output):
             if index in found.losers:
                 continue
             flat, embedding, metadata, parsed = flatten(line)
             extra = joined.get(flat["custom_id"]) if joined is not None else None
-            chunk.append([c.get(flat, embedding, metadata or {}, parsed or {}, extra) for c in columns])
+            row = [flat[name] for name in COLUMNS]
+            if dynamic:
+                metadata, parsed = metadata or {}, parsed or {}
+                row += [c.get(flat, embedding, metadata, parsed, extra) for c in dynamic]
+            chunk.append(row)
             if len(chunk) >= CHUNK_ROWS:
                 sink.write(chunk)
                 rows += len(chunk)

@@ -53,6 +53,36 @@ def _text(value: Any) -> str | None:
 
 def flatten(line: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] | None, dict[str, Any] | None]:
     """(the fixed columns, the embedding or None, the metadata dict or None, the parsed dict or None)."""
+    try:
+        return _flatten_chat(line)
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return _flatten(line)
+
+
+def _flatten_chat(line: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] | None, dict[str, Any] | None]:
+    """`flatten` of the common line, a chat success shaped as batchchat writes it, in few steps; any other shape
+    raises and `_flatten` takes it."""
+    response = line["response"]
+    body = response["body"]
+    status = response["status_code"]
+    usage = line["usage"]
+    metadata = line.get("metadata")
+    if (line["error"] is not None or status != 200 or "parsed" in line or "prompt_tokens_details" in usage
+            or not isinstance(line["custom_id"], str)
+            or "completion_tokens_details" in usage or (metadata is not None and not isinstance(metadata, dict))):
+        raise KeyError  # the careful path
+    first = body["choices"][0]
+    cost, latency = line.get("cost_usd"), line.get("latency_ms")
+    return ({"custom_id": line["custom_id"], "status": "ok", "status_code": 200, "cached": line.get("cached", False),
+             "content": first["message"]["content"], "finish_reason": first["finish_reason"], "model": body["model"],
+             "service_tier": body.get("service_tier"), "prompt_tokens": usage["prompt_tokens"],
+             "completion_tokens": usage["completion_tokens"], "cached_tokens": None, "reasoning_tokens": None,
+             "cost_usd": None if cost is None else float(cost), "attempts": line.get("attempts"),
+             "latency_ms": None if latency is None else float(latency), "error_code": None, "error_message": None,
+             "line": line.get("line"), "request_id": response.get("request_id")}, None, metadata, None)
+
+
+def _flatten(line: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any] | None, dict[str, Any] | None]:
     ok, status, error_code, error_message = outcome(line)
     response = _dict(line.get("response"))
     body = _dict(response.get("body"))

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from batchchat.errors import UsageError
-from batchchat.results.flat import flatten, kind_of, outcome
+from batchchat.results.flat import kind_of, outcome
 
 
 @dataclass(slots=True)
@@ -71,16 +71,20 @@ def scan_output(path: Path, columns: bool = True) -> OutputScan:
 
 
 def _note_columns(found: OutputScan, line: dict[str, Any]) -> None:
-    _row, embedding, metadata, parsed = flatten(line)
-    for target, values in ((found.metadata, metadata), (found.parsed, parsed)):
-        if values:
-            for key, value in values.items():
-                kinds = target.setdefault(str(key), set())
-                kind = kind_of(value)
-                if kind is not None:
-                    kinds.add(kind)
-    if embedding is not None:
-        nested = bool(embedding) and isinstance(embedding[0], list)
+    for target, name in ((found.metadata, "metadata"), (found.parsed, "parsed")):
+        values = line.get(name)
+        if values is None:
+            continue
+        for key, value in (values.items() if isinstance(values, dict) else ((name, values),)):
+            kinds = target.setdefault(str(key), set())
+            kind = kind_of(value)
+            if kind is not None:
+                kinds.add(kind)
+    response = line.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, list) and data:  # embeddings: one vector a line, or a list of them
+        nested = len(data) > 1
         if nested or found.embedding is None:
             found.embedding = "vectors" if nested else "vector"
 
