@@ -48,6 +48,7 @@ class Plan:
     changed: int = 0  # done ids whose request has changed since (sent again with --resend-changed)
     left: int = 0  # lines with work to do beyond --limit, left for a later run
     notes: list[str] = field(default_factory=list)
+    groups: set[tuple[str, str]] = field(default_factory=set)  # (endpoint path, model) of the valid lines to run
 
 
 def open_input(spec: str, stack: ExitStack, settings: RunSettings | None = None) -> tuple[Path, str]:
@@ -173,6 +174,8 @@ def scan(path: Path, display: str, settings: RunSettings,
             else:
                 plan.valid += 1
                 plan.estimated_tokens += prompt_estimate(item) + completion_cap(item)
+                model = item.body.get("model")
+                plan.groups.add((item.url, model if isinstance(model, str) else ""))
         first += block.count(b"\n")
     del met
     shared = repeated
