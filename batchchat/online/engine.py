@@ -49,6 +49,7 @@ from batchchat.online.prepare import (
     first_url,
     no_key_warning,
     open_output,
+    open_run_cache,
     start_line,
     write_summary_json,
 )
@@ -127,11 +128,7 @@ class Engine:
         if self.settings.max_cost is not None:
             check_priced(plan, self.settings, self._spending.table)
         self._url = first_url(path, self.settings)
-        if self.settings.cache is not None:
-            from batchchat.cache.hook import RunCache
-
-            self._cache = RunCache(self.settings.cache, self.settings.endpoint, self._echo)
-            stack.callback(self._cache.close)
+        self._cache = open_run_cache(self.settings, stack, self._echo)  # --cache, else None
         self.counters.total = plan.to_run
         self.counters.skipped = plan.skipped
         self.counters.left = plan.left
