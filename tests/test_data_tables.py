@@ -185,3 +185,12 @@ def test_input_format_names_the_format_and_row_reaches_awkward_column_names(tmp_
     assert prompt_of(items(other, input_format="csv", template='{{ row["the text"] }}!')[0]) == "hello, you!"
     with pytest.raises(UsageError, match="--input-format must be one of jsonl, csv, tsv, parquet"):
         settings_for(other, input_format="xlsx")
+
+
+def test_a_csv_through_the_batch_api_path(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", ["id", "text"], [[f"b{i}", f"text {i}, quoted \"x\""] for i in range(12)])
+    out = tmp_path / "out.jsonl"
+    done = cli("run", src, "-o", out, "--via", "batch", "--simulate", "--model", "gpt-4o-mini", "--max-tokens", "4",
+               "--template", "Say: {{ text }}", "--id-column", "id", "--progress", "off", env=cli_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(line["custom_id"] for line in read_output(out)) == sorted(f"b{i}" for i in range(12))
