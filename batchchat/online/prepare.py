@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -65,6 +65,17 @@ def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: C
     if index.repair:
         echo(f"batchchat: {index.repair}")
     return index
+
+
+def open_run_cache(settings: RunSettings, stack: ExitStack, warn: Callable[[str], None]) -> Any:
+    """With `--cache`, the run's `cache.hook.RunCache` (closed by `stack`; SQLite imported only then), else None."""
+    if settings.cache is None:
+        return None
+    from batchchat.cache.hook import RunCache
+
+    cache = RunCache(settings.cache, settings.endpoint, warn)
+    stack.callback(cache.close)
+    return cache
 
 
 def check_plan(plan: Plan, strict: bool, echo: Callable[[str], None]) -> None:

@@ -29,8 +29,10 @@ class WriteStage:
     """Encodes results into output lines, writes them, counts them, frees their slots, calls `on_result`."""
 
     def __init__(self, writer: ResultWriter, counters: Counters, release_slot: Callable[[], None],
-                 on_result: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_result: Callable[[dict[str, Any]], None] | None = None,
+                 stored: Callable[[list[Result]], None] | None = None) -> None:
         self._writer = writer
+        self._stored = stored  # --cache: RunCache.stored, called in the worker thread once a batch is written
         self._counters = counters
         self._release_slot = release_slot
         self._on_result = on_result
@@ -49,13 +51,24 @@ class WriteStage:
                         break
                 lines = [encode_result(result, self._next_line_id()) for result in batch]
                 with anyio.CancelScope(shield=True):  # paid answers: finish writing them whatever happens
-                    await anyio.to_thread.run_sync(self._writer.write, b"".join(lines), time.monotonic())
+                    if self._stored is None:
+                        await anyio.to_thread.run_sync(self._writer.write, b"".join(lines), time.monotonic())
+                    else:
+                        await anyio.to_thread.run_sync(self._write_and_store, b"".join(lines), batch)
                 for result, line in zip(batch, lines, strict=True):
                     self._count(result, line)
 
+    def _write_and_store(self, data: bytes, batch: list[Result]) -> None:
+        self._writer.write(data, time.monotonic())
+        assert self._stored is not None
+        self._stored(batch)  # after the lines are written: a cached answer is always in an output first
+
     def _count(self, result: Result, line: bytes) -> None:
         counters = self._counters
-        if result.ok:
+        if result.cached:
+            counters.succeeded += 1
+            counters.cached += 1
+        elif result.ok:
             counters.succeeded += 1
             prompt, completion = usage_totals(result.usage)
             counters.prompt_tokens += prompt

@@ -33,6 +33,7 @@ class Result:
     cost_usd: float | None = None  # the answer's cost at the run's prices (None: no usage, or price unknown)
     holds_slot: bool = False  # a concurrency slot is freed once this result is written
     fingerprint: str | None = None  # of the request answered (see `request_fingerprint`)
+    cached: bool = False  # written from the request cache (--cache), not sent
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +85,8 @@ def encode_result(result: Result, line_id: str) -> bytes:
         "latency_ms": round(result.latency * 1000.0, 1),
         "line": result.line_no,
     }
+    if result.cached:
+        line["cached"] = True
     if result.metadata is not None:
         line["metadata"] = result.metadata
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
