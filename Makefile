@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,tables]'
 	touch $(STAMP)
 
 # The demo: jobs/demo.jsonl against the built-in simulator; prints the summary and the first result lines.
@@ -31,11 +31,11 @@ test-slow: install redis-server
 	HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -m 'slow or not slow'
 
 bench: install redis-server faketime
-	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,bench,tables]'
 	$(BIN)/python -m benchmarks.run_all
 
 bench-quick: install redis-server faketime
-	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,simulator,redis,bench,tables]'
 	$(BIN)/python -m benchmarks.run_all --quick
 
 # The shared-budget tests start their own redis-server on a free loopback port; this only makes sure the binary

@@ -87,7 +87,7 @@ def validate(input: str | Path, **options: Any) -> Plan:
 
     settings = build_settings({"input": str(input), **options}, environ={})
     with ExitStack() as stack:
-        path, display = open_input(settings.input, stack)
+        path, display = open_input(settings.input, stack, settings)
         return scan(path, display, settings)
 
 
@@ -108,7 +108,7 @@ def estimate(input: str | Path, output: str | Path | None = None, *, prices: str
     settings = build_settings({"input": str(input), "output": output, "prices": prices, **options}, environ={})
     table = PriceTable.load(settings.prices)
     with ExitStack() as stack:
-        path, _display = open_input(settings.input, stack)
+        path, _display = open_input(settings.input, stack, settings)
 
         def jobs() -> Any:
             for line_no, raw in iter_raw_lines(path):

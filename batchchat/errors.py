@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     OUT_OF_CREDIT = 6  # the account is out of credit (429 insufficient_quota): the run stopped at once
     DEAD_ENDPOINT = 7  # the endpoint cannot be reached, or answers every request with the same failure
     SHARED_STORE_LOST = 8  # the shared budget store (--shared) stayed unreachable past --shared-timeout
+    MISSING_IDS = 9  # `batchchat report`: ids of the input have no line in the output
     INTERRUPTED = 130  # stopped by Ctrl-C / SIGTERM: a rerun resumes
 
 

@@ -137,7 +137,7 @@ class BatchRun:
             check_output(output, None)
             self._display_name = str(output)
         else:
-            input_path, self._display_name = open_input(settings.input, stack)
+            input_path, self._display_name = open_input(settings.input, stack, settings)
             check_output(output, None if settings.input == "-" else input_path)
         lock = RunLock(output)
         lock.acquire()

@@ -23,6 +23,11 @@ app = typer.Typer(
     help="Push a JSONL batch of chat-completion and embedding requests through an OpenAI-compatible API.",
 )
 app.command("serve")(serve)
+from batchchat.cli.data import cache_app, export, report  # noqa: E402  (the data team's commands, issue #24)
+
+app.command("export")(export)
+app.command("report")(report)
+app.add_typer(cache_app, name="cache")
 
 SIMULATED_KEY = "sk-simulated-local-key"  # what --simulate's server expects; not a secret
 _ENDPOINT = "Endpoint"
@@ -38,6 +43,19 @@ _COST = "Cost"
 def _default(text: str) -> str:
     """A default shown the way typer shows its own (`[default: ...]`), the bracket escaped for rich's markup."""
     return f" \\[default: {text}]"
+
+
+_DATA = "Tables and the request cache"
+_INPUT_FORMAT_HELP = "Read INPUT as jsonl, csv, tsv or parquet (one request per row)." + \
+    _default("by its extension: .csv, .tsv, .parquet; else jsonl")
+_TEMPLATE_HELP = "A table's prompt: a Jinja2 template over the row's columns, e.g. 'Classify: {{ text }}'." + \
+    _default("the prompt column")
+_SYSTEM_TEMPLATE_HELP = "A table's system message: a Jinja2 template over the row's columns." + \
+    _default("--system, or the system column")
+_ID_COLUMN_HELP = "A table's column of custom_ids; the other columns not used by a template come back as metadata." \
+    + _default("row-N, by row number from 1")
+_CACHE_HELP = ("An SQLite file of answers shared by runs (and processes on this host): a request already answered "
+               "there is written from it without being sent (cached: true, cost 0); every new success is stored.")
 
 
 def _flags_without_type() -> None:
@@ -130,6 +148,11 @@ def run(
     poll_interval: Annotated[float | None, typer.Option(help="First wait between polls of the batches, seconds; grows while nothing changes, up to 5 min." + _default('30'), rich_help_panel=_BATCH)] = None,  # noqa: E501
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Submit the batches and exit 0; the same command later collects.", rich_help_panel=_BATCH)] = False,  # noqa: E501
     fallback: Annotated[str | None, typer.Option(help="Unfinished lines of an expired or cancelled batch: resubmit (a new batch) or online (the online path)." + _default('resubmit'), rich_help_panel=_BATCH)] = None,  # noqa: E501
+    input_format: Annotated[str | None, typer.Option(help=_INPUT_FORMAT_HELP, rich_help_panel=_DATA)] = None,
+    template: Annotated[str | None, typer.Option(help=_TEMPLATE_HELP, rich_help_panel=_DATA)] = None,
+    system_template: Annotated[str | None, typer.Option(help=_SYSTEM_TEMPLATE_HELP, rich_help_panel=_DATA)] = None,
+    id_column: Annotated[str | None, typer.Option(help=_ID_COLUMN_HELP, rich_help_panel=_DATA)] = None,
+    cache: Annotated[Path | None, typer.Option(help=_CACHE_HELP, rich_help_panel=_DATA)] = None,
 ) -> None:
     """Send every request in INPUT and stream each result, with its usage, to the output as it finishes."""
     from batchchat import api
@@ -149,6 +172,8 @@ def run(
         "limit": limit, "resend_changed": resend_changed or None,
         "shared": shared, "shared_timeout": shared_timeout,
         "shared_fallback": shared_fallback, "cap_name": cap_name, "shard": shard,
+        "input_format": input_format, "template": template, "system_template": system_template,
+        "id_column": id_column, "cache": cache,
     }
     with ExitStack() as stack:
         try:
@@ -207,6 +232,10 @@ def validate(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="An earlier output of this job, to learn how much of max_tokens answers use [INPUT.results.jsonl].")] = None,  # noqa: E501
     prices: Annotated[Path | None, typer.Option(help="Price file (TOML or JSON) adding or overriding models of the shipped table.")] = None,  # noqa: E501
     tpm: Annotated[float | None, typer.Option(help="Flag the requests larger than this tokens-per-minute budget (a run with it would refuse them).")] = None,  # noqa: E501
+    input_format: Annotated[str | None, typer.Option(help=_INPUT_FORMAT_HELP)] = None,
+    template: Annotated[str | None, typer.Option(help=_TEMPLATE_HELP)] = None,
+    system_template: Annotated[str | None, typer.Option(help=_SYSTEM_TEMPLATE_HELP)] = None,
+    id_column: Annotated[str | None, typer.Option(help=_ID_COLUMN_HELP)] = None,
 ) -> None:
     """Check INPUT without sending anything: every bad line (file:line: field: reason), the token estimate and
     what the job will cost, per model, online and via the Batch API."""
@@ -216,17 +245,19 @@ def validate(
     from batchchat.input.plan import describe_invalid, open_input, scan
 
     options = {"input": input, "model": model, "system": system, "max_tokens": max_tokens, "endpoint": endpoint,
-               "tpm": tpm}
+               "tpm": tpm, "input_format": input_format, "template": template, "system_template": system_template,
+               "id_column": id_column}
     try:
         settings = build_settings(options, environ={})
         with ExitStack() as stack:
-            path, display = open_input(settings.input, stack)
+            path, display = open_input(settings.input, stack, settings)
             plan = scan(path, display, settings, set(), set())
             found = check_assumptions(path, display, settings.defaults, settings.tpm)
         cost = None
         if input != "-":  # standard input cannot be read twice
             cost = api.estimate(input, output, prices=prices, model=model, system=system, max_tokens=max_tokens,
-                                endpoint=endpoint)
+                                endpoint=endpoint, input_format=input_format, template=template,
+                                system_template=system_template, id_column=id_column)
     except BatchchatError as error:
         raise _fail(error) from None
     if plan.invalid_count:
@@ -280,7 +311,7 @@ def tune(
     try:
         settings = build_settings(options)
         with ExitStack() as stack:
-            path, _display = open_input(settings.input, stack)
+            path, _display = open_input(settings.input, stack, settings)
             jobs = load_sample(path, settings, sample_size)
 
         def report(step: Any) -> None:

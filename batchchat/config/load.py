@@ -22,6 +22,7 @@ from batchchat.config.settings import (
     JobDefaults,
     RetryPolicy,
     RunSettings,
+    TableOptions,
 )
 from batchchat.errors import UsageError
 from batchchat.input.shard import Shard
@@ -145,6 +146,12 @@ OPTIONS: dict[str, Callable[[Any], Any]] = {
     "shared_fallback": _text,
     "cap_name": _text,
     "shard": _shard,
+    # issue #24: tables in, the request cache
+    "input_format": _text,
+    "template": _text,
+    "system_template": _text,
+    "id_column": _text,
+    "cache": _path,
 }
 # Options a library caller may also give (not from a config file).
 CALLER_ONLY: dict[str, Callable[[Any], Any]] = {"api_key": _text, "handle_signals": _flag}
@@ -260,6 +267,9 @@ def build_settings(
         shared_fallback=pick("shared_fallback", "stop"),
         cap_name=pick("cap_name"),
         shard=pick("shard"),
+        table=TableOptions(format=pick("input_format"), template=pick("template"),
+                           system_template=pick("system_template"), id_column=pick("id_column")),
+        cache=pick("cache"),
     )
     settings.check()
     return settings

@@ -24,6 +24,8 @@ RESPONSES = "/v1/responses"
 ENDPOINTS = (CHAT, EMBEDDINGS, COMPLETIONS, RESPONSES)
 VIAS = ("online", "batch")
 FALLBACKS = ("resubmit", "online")
+INPUT_FORMATS = ("jsonl", "csv", "tsv", "parquet")  # --input-format; else by the input's extension
+TABLE_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,22 @@ class BatchOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class TableOptions:
+    """How a CSV, TSV or Parquet input becomes requests (`input/table.py`): one request per row."""
+
+    format: str | None = None  # --input-format; None: by the input's extension (.csv, .tsv, .parquet; else JSONL)
+    template: str | None = None  # Jinja2, rendered with the row's columns: the prompt (None: the `prompt` column)
+    system_template: str | None = None  # Jinja2: the system message (None: --system, or a `system` column)
+    id_column: str | None = None  # the column holding each row's custom_id (None: `row-N`)
+
+    def format_of(self, spec: str) -> str:
+        """The input's format: the one given, else by its extension (JSONL when it has none of a table's)."""
+        if self.format is not None:
+            return self.format
+        return TABLE_EXTENSIONS.get(Path(spec).suffix.lower(), "jsonl")
+
+
+@dataclass(frozen=True, slots=True)
 class RunSettings:
     """Everything a run needs to know; built once, never changed."""
 
@@ -120,6 +138,8 @@ class RunSettings:
     shared_fallback: str = "stop"  # or "local": local budgets when the shared store is lost (limits may be exceeded)
     cap_name: str | None = None  # the fleet's spending cap (--max-cost with --shared); None: from the input file
     shard: Shard | None = None  # run only the lines whose position modulo N is K
+    table: TableOptions = field(default_factory=TableOptions)  # a CSV/TSV/Parquet input (--template, ...)
+    cache: Path | None = None  # --cache: an SQLite file of answers reused across runs (batchchat/cache/)
 
     def output_path(self) -> Path:
         """Where results go."""
@@ -129,6 +149,8 @@ class RunSettings:
             raise UsageError("reading standard input (-) needs an output: give -o OUTPUT")
         path = Path(self.input)
         stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+        if self.table.format_of(self.input) != "jsonl" and path.suffix.lower() in TABLE_EXTENSIONS:
+            stem = path.stem  # data.csv -> data.results.jsonl
         shard = self.shard.suffix if self.shard is not None else ""
         return path.with_name(stem + shard + ".results.jsonl")
 
@@ -180,5 +202,24 @@ class RunSettings:
         if self.cap_name is not None and (self.shared is None or self.max_cost is None or not self.cap_name.strip()):
             raise UsageError("--cap-name names the spending cap a fleet shares: it needs --max-cost and --shared, "
                              f"and a name that is not empty (got {self.cap_name!r})")
+        self._check_data_options()
         if not self.endpoint.base_url.startswith(("http://", "https://")):
             raise UsageError(f"--base-url must start with http:// or https://, got {self.endpoint.base_url!r}")
+
+    def _check_data_options(self) -> None:
+        """--input-format, the table flags and --cache (issue #24)."""
+        table = self.table
+        if table.format is not None and table.format not in INPUT_FORMATS:
+            raise UsageError(f"--input-format must be one of {', '.join(INPUT_FORMATS)}, got {table.format!r}")
+        is_table = table.format_of(self.input) != "jsonl"
+        given = [flag for flag, value in (("--template", table.template), ("--system-template", table.system_template),
+                                          ("--id-column", table.id_column)) if value is not None]
+        if given and not is_table:
+            raise UsageError(f"{', '.join(given)} apply to a CSV, TSV or Parquet input; {self.input} is read as "
+                             "JSONL (name the format with --input-format)")
+        if is_table and self.output is not None and self.input != "-" and \
+                Path(self.output).resolve() == Path(self.input).resolve():
+            raise UsageError(f"output {self.output} is the input file; choose another -o")
+        if self.cache is not None and self.via == "batch":
+            raise UsageError("--cache works with --via online only for now (the Batch API path does not read or "
+                             "fill the cache yet); drop --cache or run --via online")

@@ -52,6 +52,9 @@ class InvalidLine:
         return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
 
 
+ROW_ERROR = "batchchat_row_error"  # a table row that is not a request: [field, reason] (input/table_spool.py)
+
+
 class _Invalid(Exception):
     def __init__(self, field: str | None, reason: str) -> None:
         self.field = field
@@ -79,6 +82,8 @@ def parse_line(raw: bytes, line_no: int, defaults: JobDefaults) -> Job | Invalid
             raise _Invalid(None, f"expected a JSON object, got {_kind(data)}")
         if "custom_id" in data:
             custom_id = _custom_id(data["custom_id"])
+        if ROW_ERROR in data:  # a table row that is not a request (input/table_spool.py): [field, reason]
+            raise _Invalid(*data[ROW_ERROR])
         if "body" in data or "url" in data or "method" in data:
             return _batch_line(data, custom_id, line_no)
         return _bare_line(data, custom_id, line_no, defaults)

@@ -58,8 +58,21 @@ def sealed_plan(path: Path, display: str, lines: int, input_sha256: str) -> Plan
     return Plan(path, display, bytearray(), skipped=lines, input_sha256=input_sha256)
 
 
-def open_input(spec: str, stack: ExitStack) -> tuple[Path, str]:
-    """Resolve the input: a readable regular file, or standard input spooled to a temporary file."""
+def open_input(spec: str, stack: ExitStack, settings: RunSettings | None = None) -> tuple[Path, str]:
+    """Resolve the input: a readable regular file, or standard input spooled to a temporary file. With
+    `settings`, a CSV, TSV or Parquet input (by `--input-format` or its extension) is spooled as JSONL lines,
+    one per row (`input/table_spool.py`); the display name stays the table's."""
+    path, display = _open_file(spec, stack)
+    fmt = settings.table.format_of(spec) if settings is not None else "jsonl"
+    if fmt == "jsonl":
+        return path, display
+    from batchchat.input.table_spool import spool_table
+
+    assert settings is not None
+    return spool_table(path, display, fmt, settings.table, settings.defaults.endpoint, stack), display
+
+
+def _open_file(spec: str, stack: ExitStack) -> tuple[Path, str]:
     if spec == "-":
         fd, name = tempfile.mkstemp(prefix="batchchat-stdin-", suffix=".jsonl")
         stack.callback(os.unlink, name)

@@ -29,9 +29,9 @@ LANE_DEPTH = 256  # parsed lines waiting per model: the reader runs at most this
 
 
 async def dispatch(plan: Plan, settings: RunSettings, pacer: Pacer, counters: Counters, control: StopControl,
-                   pool: WorkerPool, results: Any, spending: Any = None) -> None:
+                   pool: WorkerPool, results: Any, spending: Any = None, cache: Any = None) -> None:
     """Admit every line of `plan` with work to do, each model's in file order, until the plan ends or the run
-    stops."""
+    stops. With `cache` (`cache.hook.RunCache`), a line the cache answers is written from it instead."""
     lanes: dict[str, ObjectSendStream[tuple[Job, int, int]]] = {}
     async with anyio.create_task_group() as group:
         try:
@@ -40,6 +40,9 @@ async def dispatch(plan: Plan, settings: RunSettings, pacer: Pacer, counters: Co
                 if isinstance(item, InvalidLine):
                     await hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
                                                     error_message=item.describe(plan.display)))
+                    continue
+                if cache is not None and (hit := cache.serve(item)) is not None:  # --cache: never sent
+                    await hand_over(results, hit)
                     continue
                 prompt, cost = pacer.charge(item)
                 too_large = pacer.too_large(item, cost)

@@ -48,6 +48,7 @@ from batchchat.online.prepare import (
     finished_seal,
     first_url,
     no_key_warning,
+    open_run_cache,
     plan_run,
     start_line,
     write_summary_json,
@@ -72,6 +73,7 @@ class Engine:
         self._spending: Spending | None = None  # prices loaded in _prepare (a bad price file: exit 2)
         self._url = settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
         self._sent_paths: dict[str, None] = {}  # the endpoint paths requests went to, in the order first used
+        self._cache: Any = None  # --cache: cache.hook.RunCache, opened in _prepare
         self._watch: AttemptWatch | None = None  # the attempts in flight (made when the run starts sending)
 
     @property
@@ -114,7 +116,7 @@ class Engine:
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
         """Open the input, lock the output, read what is done and scan the input (blocking file work)."""
-        path, display = open_input(self.settings.input, stack)
+        path, display = open_input(self.settings.input, stack, self.settings)
         self._spending = Spending.for_run(self.settings.prices, self.settings.max_cost, self._control.fail,
                                           shared_ledger(self.settings, self._shared, path, display))
         if self.settings.endpoint.api_key is None:
@@ -124,6 +126,7 @@ class Engine:
         if self.settings.max_cost is not None:
             check_priced(plan, self.settings, self._spending.table)
         self._url = first_url(path, self.settings)
+        self._cache = open_run_cache(self.settings, stack, self._echo)  # --cache, else None
         self.counters.total = plan.to_run
         self.counters.skipped = plan.skipped
         self.counters.left = plan.left
@@ -154,7 +157,8 @@ class Engine:
         control = self._control
         counters = self.counters
         stage = WriteStage(writer, counters, self._pacer.release, self._on_result,  # type: ignore[arg-type]
-                           buffer=max(256, settings.concurrency * 2))
+                           buffer=max(256, settings.concurrency * 2),
+                           stored=self._cache.stored if self._cache is not None else None)
         send = stage  # results go to the stage as into a memory object stream
         sender = open_sender(settings.endpoint, settings.concurrency, self._redact, self._client)
         health = endpoint_health(settings.endpoint, settings.concurrency, plan.groups, control.fail, self._echo)
@@ -184,7 +188,7 @@ class Engine:
                         with control.dispatch_scope:
                             await stop_on_lost(self._shared, control, dispatch)(plan, settings, self._pacer,
                                                                                  counters, control, pool, send,
-                                                                                 self._spending)
+                                                                                 self._spending, self._cache)
                         pool.close()  # the workers finish what they hold, then end
                 finally:
                     send.close()

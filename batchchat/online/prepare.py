@@ -7,7 +7,7 @@ import signal
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -91,6 +91,17 @@ def finished_seal(settings: RunSettings, c: Counters, plan: Plan, output: Path, 
     if exit_code != 0 or c.failed or c.left or c.done < c.total or plan.input_sha256 is None or is_stdout(output):
         return None
     return make_seal(output, plan.input_sha256, seal_key(settings.defaults, settings.shard), c.skipped + c.done)
+
+
+def open_run_cache(settings: RunSettings, stack: ExitStack, warn: Callable[[str], None]) -> Any:
+    """With `--cache`, the run's `cache.hook.RunCache` (closed by `stack`; SQLite imported only then), else None."""
+    if settings.cache is None:
+        return None
+    from batchchat.cache.hook import RunCache
+
+    cache = RunCache(settings.cache, settings.endpoint, warn)
+    stack.callback(cache.close)
+    return cache
 
 
 def check_plan(plan: Plan, strict: bool, echo: Callable[[str], None]) -> None:

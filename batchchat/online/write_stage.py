@@ -43,8 +43,10 @@ class WriteStage:
     """
 
     def __init__(self, writer: ResultWriter, counters: Counters, release_slot: Callable[[], None],
-                 on_result: Callable[[dict[str, Any]], None] | None = None, buffer: int = 256) -> None:
+                 on_result: Callable[[dict[str, Any]], None] | None = None, buffer: int = 256,
+                 stored: Callable[[list[Result]], None] | None = None) -> None:
         self._writer = writer
+        self._stored = stored  # --cache: RunCache.stored, called in the writer thread once a batch is written
         self._counters = counters
         self._release_slot = release_slot
         self._on_result = on_result
@@ -64,8 +66,7 @@ class WriteStage:
     # -- the send stream's face ------------------------------------------------------------------------
 
     def send_nowait(self, result: Result) -> None:
-        """Take `result`; `anyio.WouldBlock` when the buffer is full, `BrokenResourceError` once the stage failed,
-        `ClosedResourceError` once closed."""
+        """Take `result` (`anyio.WouldBlock`: the buffer is full; Broken/ClosedResourceError: failed/closed)."""
         if self._failure is not None:
             raise anyio.BrokenResourceError
         if self._closed:
@@ -112,8 +113,6 @@ class WriteStage:
         if self._failure is not None:
             raise self._failure
 
-    # -- inside ----------------------------------------------------------------------------------------
-
     def _schedule(self) -> None:
         """The thread is free and results wait: give them to it at the end of this loop turn once a quarter of
         the requests in flight wait (so those answered together are written together), else `GATHER_SECONDS`
@@ -145,8 +144,8 @@ class WriteStage:
         lines = [encode_result(result, next(self._line_ids)) for result in batch]
         self._batch = (batch, lines)
         if self._thread is None:
-            self._thread = WriterThread(self._writer, self._written)
-        self._thread.write(b"".join(lines), time.monotonic())
+            self._thread = WriterThread(self._writer, self._written, self._stored)
+        self._thread.write(b"".join(lines), time.monotonic(), batch)
         self._wake_senders()
 
     def _written(self, error: BaseException | None) -> None:
@@ -188,7 +187,10 @@ class WriteStage:
 
 def count_result(counters: Counters, result: Result, release_slot: Callable[[], None]) -> None:
     """Count a result that is on disk, and free its concurrency slot."""
-    if result.ok:
+    if result.cached:
+        counters.succeeded += 1
+        counters.cached += 1
+    elif result.ok:
         counters.succeeded += 1
         prompt, completion = usage_totals(result.usage)
         counters.prompt_tokens += prompt

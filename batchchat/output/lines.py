@@ -34,6 +34,7 @@ class Result:
     holds_slot: bool = False  # a concurrency slot is freed once this result is written
     fingerprint: str | None = None  # of the request answered (see `request_fingerprint`)
     line_hash: int = 0  # of the input line it answered, with the run's defaults (see `line_hasher`; 0: none)
+    cached: bool = False  # written from the request cache (--cache), not sent
     ok: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +111,8 @@ def encode_result(result: Result, line_id: str) -> bytes:
         "latency_ms": round(result.latency * 1000.0, 1),
         "line": result.line_no,
     }
+    if result.cached:
+        line["cached"] = True
     if result.metadata is not None:
         line["metadata"] = result.metadata
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)

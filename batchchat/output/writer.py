@@ -82,17 +82,19 @@ class WriterThread:
     capacity limiter, two checkpoints (extra loop turns) and a Condition hand-off each time.
     """
 
-    def __init__(self, writer: Any, written: Callable[[BaseException | None], None]) -> None:
+    def __init__(self, writer: Any, written: Callable[[BaseException | None], None],
+                 stored: Callable[[list[Any]], None] | None = None) -> None:
         self._writer = writer
         self._written = written
+        self._stored = stored  # called with a batch's results once they are written (--cache), on this thread
         self._loop = asyncio.get_running_loop()
-        self._inbox: queue.SimpleQueue[tuple[bytes, float] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[bytes, float, list[Any]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="batchchat-writer", daemon=True)
         self._thread.start()
 
-    def write(self, data: bytes, now: float) -> None:
-        """Queue one batch (whole lines)."""
-        self._inbox.put((data, now))
+    def write(self, data: bytes, now: float, results: list[Any]) -> None:
+        """Queue one batch (whole lines, and the results they hold)."""
+        self._inbox.put((data, now, results))
 
     def stop(self) -> None:
         """End the thread once the batches queued are written."""
@@ -102,7 +104,9 @@ class WriterThread:
         while (item := self._inbox.get()) is not None:
             error: BaseException | None = None
             try:
-                self._writer.write(*item)
+                self._writer.write(item[0], item[1])
+                if self._stored is not None:
+                    self._stored(item[2])  # after the lines are written: a cached answer is in an output first
             except BaseException as exc:  # OutputWriteError, or anything else the run must hear of
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop is gone: the run was torn down

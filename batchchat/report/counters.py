@@ -58,6 +58,7 @@ class Counters:
     retries: int = 0
     rate_limited: int = 0  # 429 answers
     in_flight: int = 0
+    cached: int = 0  # succeeded from the request cache (--cache), not sent: in `succeeded` too
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated_prompt_tokens: int = 0  # estimates of the answered requests ...

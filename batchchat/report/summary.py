@@ -38,6 +38,7 @@ class Summary:
     left_for_later: int = 0  # lines beyond --limit
     cost: dict[str, Any] | None = None  # money.guard.Spending.to_dict(): cost by model, the cap
     endpoint: str = ""  # the URL the requests went to (the first of each endpoint the job used)
+    cached: int = 0  # of `succeeded`: written from the request cache (--cache), not sent
 
     @classmethod
     def from_counters(
@@ -77,6 +78,7 @@ class Summary:
             stopped=stopped,
             left_for_later=counters.left,
             endpoint=endpoint,
+            cached=counters.cached,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +90,8 @@ class Summary:
         lines = [
             f"batchchat: {self.input} -> {self.output}",
             *([f"  endpoint   {self.endpoint}"] if self.endpoint else []),
-            f"  requests   {self.total:,} this run: {self.succeeded:,} succeeded, {self.failed:,} failed"
+            f"  requests   {self.total:,} this run: {self.succeeded:,} succeeded"
+            + (f" ({self.cached:,} from the cache, not sent)" if self.cached else "") + f", {self.failed:,} failed"
             + (f", {self.not_finished:,} not finished" if self.not_finished else "")
             + (f" ({self.skipped_already_done:,} already done, skipped)" if self.skipped_already_done else "")
             + (f"; {self.left_for_later:,} left for a later run (--limit)" if self.left_for_later else ""),
