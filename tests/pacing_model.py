@@ -88,16 +88,22 @@ class Outcome:
     gave_up: int = 0
 
     def rates(self, head: float = 0.0, tail: float = 0.0) -> tuple[float, float]:
-        """(requests, tokens) per minute admitted from `head` seconds after the first admission to `tail`
-        before the last."""
-        if len(self.admitted) < 2:
+        """(requests, tokens) per minute the server admitted in steady state: from the first admission `head`
+        seconds after the second one (the first may be auto mode's probe, alone until its answer) to the last
+        admission `tail` seconds before the last one, counting the admissions in between as the work of that
+        span (the last one's work belongs to the span after)."""
+        admitted = self.admitted
+        if len(admitted) < 3:
             return 0.0, 0.0
-        start, end = self.admitted[0][0] + head, self.admitted[-1][0] - tail
-        if end <= start:
-            start, end = self.admitted[0][0], self.admitted[-1][0]
-        part = [t for at, t in self.admitted if start <= at < end]
-        span = end - start
-        return len(part) / span * 60.0, sum(part) / span * 60.0
+        start, end = admitted[1][0] + head, admitted[-1][0] - tail
+        i = next((k for k, (at, _) in enumerate(admitted) if at >= start), 0)
+        j = max((k for k, (at, _) in enumerate(admitted) if at <= end), default=len(admitted) - 1)
+        if j - i < 2:
+            i, j = 1, len(admitted) - 1
+        span = admitted[j][0] - admitted[i][0]
+        if span <= 0.0:
+            return 0.0, 0.0
+        return (j - i) / span * 60.0, sum(t for _, t in admitted[i:j]) / span * 60.0
 
     def share(self, server: Server, head: float = 0.0, tail: float = 0.0) -> float:
         """The admitted rate as a share of the binding limit (the larger of the two shares)."""
@@ -106,11 +112,18 @@ class Outcome:
         return max(shares)
 
 
-def _job(i: int, prompt_chars: int, max_tokens: int) -> Job:
-    text = ("x" * max(1, prompt_chars - 8)) + f" {i:07d}"
-    body = {"model": MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": text}]}
-    raw = orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
-    job = parse_line(raw, i + 1, JobDefaults())
+def _job(i: int, size: int) -> Job:
+    """A request whose whole up-front charge is `size` tokens: a short chat prompt and the rest as max_tokens, or
+    (below a chat prompt's framing) an embedding of `size` x 4 characters."""
+    text = f"request {i:07d} of the model"  # 7 tokens of text + 7 of framing at 4 characters a token
+    if size > 15:
+        body: dict[str, Any] = {"model": MODEL, "max_tokens": size - 14,
+                                "messages": [{"role": "user", "content": text}]}
+        url = "/v1/chat/completions"
+    else:
+        body, url = {"model": MODEL, "input": "x" * (4 * size)}, "/v1/embeddings"
+    job = parse_line(orjson.dumps({"custom_id": f"r{i}", "method": "POST", "url": url, "body": body}), i + 1,
+                     JobDefaults())
     assert isinstance(job, Job)
     return job
 
@@ -137,7 +150,7 @@ def _retry_after(server: Server, limiter: Limiter, wait: float) -> float | None:
 async def simulate(server: Server, sizes: Sequence[int], *, rpm: float | None = None, tpm: float | None = None,
                    adapt: str = "auto", concurrency: int = 256, latency: tuple[float, float] = (0.3, 2.0),
                    wire: tuple[float, float] = (0.0005, 0.005), real: float = 1.0, seed: int = 0,
-                   max_tokens: int = 16, max_attempts: int = 30) -> Outcome:
+                   max_attempts: int = 30) -> Outcome:
     """Send one request per entry of `sizes` (its whole up-front charge, in tokens) through batchchat's pacing to
     `server`; `rpm`/`tpm`/`adapt` are what the client is told; the server counts `real` x each prompt estimate
     (settled after the answer). Returns what the server admitted."""
@@ -150,8 +163,7 @@ async def simulate(server: Server, sizes: Sequence[int], *, rpm: float | None = 
     rng = random.Random(seed)
     out = Outcome()
     start = loop.time()
-    # prompts of about (size - max_tokens) tokens: the estimator's 4 characters a token at first
-    jobs = [_job(i, max(4, (size - max_tokens)) * 4, max_tokens) for i, size in enumerate(sizes)]
+    jobs = [_job(i, size) for i, size in enumerate(sizes)]
 
     async def one(job: Job, prompt: int, cost: int, ticket: Any) -> None:
         attempt = 1
@@ -160,10 +172,11 @@ async def simulate(server: Server, sizes: Sequence[int], *, rpm: float | None = 
                 out.attempts += 1
                 await asyncio.sleep(rng.uniform(*wire))
                 server_prompt = round(prompt * real)
-                decision = limiter.admit("key", server_prompt + max_tokens, MODEL)
+                charge = server_prompt + cost - prompt
+                decision = limiter.admit("key", charge, MODEL)
                 headers = _headers(limiter)
                 if decision.ok:
-                    out.admitted.append((loop.time(), server_prompt + max_tokens))
+                    out.admitted.append((loop.time(), charge))
                     took = rng.uniform(*latency)
                     await asyncio.sleep(took)
                     usage = {"prompt_tokens": server_prompt, "completion_tokens": 1}

@@ -37,8 +37,10 @@ from batchchat.pacing.store import BudgetStore, hashed_name
 from batchchat.pacing.tokens import PromptEstimator
 
 PROBE_PATIENCE = 5.0  # seconds the first request of a model in auto mode is waited for alone
-DEFAULT_429_COOLDOWN = 1.0  # seconds, for a 429 that names no wait; grows x4 for each such 429 in a row
-QUIET_429_GROWTH = 4.0
+# A 429 that names no wait pauses 50 ms (an isolated one, a hair early, costs little), then 0.8, 12.8 and 60 s
+# while they keep coming: a line's attempts outlast a calendar minute.
+DEFAULT_429_COOLDOWN = 0.05
+QUIET_429_GROWTH = 16.0
 LIMITS_PICKUP = 5.0  # seconds between two looks at the limits other processes published in the store
 # A wait for room is slept a little longer (the guard, at most `GUARD_SHARE` of the request's turn at the
 # limit): requests reach the server after varying times on the wire, and one that needs the server's bucket
@@ -222,7 +224,7 @@ class Budget:
             self._end_probe()
         if headers is None or not self._learning:
             return  # --adapt off: exactly the limits given, whatever the headers say
-        await self._learn(headers)
+        await self._learn(headers, ticket)
         if ticket is not None:
             await self._account.reconcile(self._store, self._key, self.limits, headers, ticket, self._clock())
 
@@ -233,7 +235,7 @@ class Budget:
             self._probe_done.set()
             self._probe_done = None
 
-    async def _learn(self, headers: RateLimitHeaders) -> None:
+    async def _learn(self, headers: RateLimitHeaders, ticket: Ticket | None = None) -> None:
         """Take the limits the headers advertise, and publish those that changed for the fleet."""
         learned = self._learned
         rpm = headers.limit_requests or learned[0]
@@ -241,7 +243,7 @@ class Budget:
         if [rpm, tpm] == learned:
             return
         changed = (None if rpm == learned[0] else rpm, None if tpm == learned[1] else tpm)
-        await self._take_learned(rpm, tpm)
+        await self._take_learned(rpm, tpm, ticket)
         await self._store.publish_limits(self._key, *changed)
 
     async def _pick_up(self, now: float) -> None:
@@ -253,19 +255,25 @@ class Budget:
         if [rpm, tpm] != learned:
             await self._take_learned(rpm, tpm)
 
-    async def _take_learned(self, rpm: float | None, tpm: float | None) -> None:
-        """Make `rpm` and `tpm` the learned limits (the given ones still cap them)."""
+    async def _take_learned(self, rpm: float | None, tpm: float | None, probe: Ticket | None = None) -> None:
+        """Make `rpm` and `tpm` the learned limits (the given ones still cap them); `probe`: the attempt whose
+        answer taught them, sent before they were known (the server still holds what is left of it)."""
         before = (self.rpm, self.tpm)
         self._learned[0], self._learned[1] = rpm, tpm
         self._limits = None
         if (self.rpm, self.tpm) == before:
             return
-        # a limit learned where there was none starts primed (no burst), as a fresh budget does
+        # a limit learned where there was none starts primed (no burst), as a fresh budget does, and holding what
+        # is left of the probe (at 30 RPM the next request goes 2 s after the probe, not as its answer comes)
         limits = self.limits
+        since = 0.0 if probe is None else max(0.0, self._clock() - probe.at)
         if before[0] is None and limits.rpm is not None:
-            await self._store.adjust_requests(self._key, limits, capacity(limits.rpm, limits.burst_seconds) - 1.0)
+            held = 0.0 if probe is None else 1.0 - since * limits.rpm / 60.0
+            await self._store.adjust_requests(self._key, limits,
+                                              max(capacity(limits.rpm, limits.burst_seconds) - 1.0, held))
         if before[1] is None and limits.tpm is not None:
-            await self._store.adjust(self._key, limits, capacity(limits.tpm, limits.burst_seconds))
+            held = 0.0 if probe is None else probe.tokens - since * limits.tpm / 60.0
+            await self._store.adjust(self._key, limits, max(capacity(limits.tpm, limits.burst_seconds), held))
 
     async def refused(self, ticket: Ticket | None, retry_after: float | None) -> float:
         """A 429: give back the attempt's charge and pause this model; returns the cooldown in seconds."""
