@@ -1,5 +1,6 @@
 """Property: whatever the limits, the request sizes and the latencies, the default mode's admitted rate stays
-within [97%, 100%] of the binding limit in steady state, with 429s at most 0.5% of the requests.
+within [97%, 100%] of the binding limit in steady state, with 429s at most 0.5% of the requests (a calendar
+minute: at most one 429 a minute boundary, when the minute's count ends a request over).
 
 Generated: limits from 30 RPM / 6,000 TPM to 30,000 RPM / 10,000,000 TPM, charges up to a sizeable share of a
 second's token budget (at 6,000 TPM a request may be 15 seconds of it), latencies from 50 ms to 10 s, the
@@ -35,6 +36,8 @@ def cases(draw: st.DrawFn) -> tuple[Server, list[int], tuple[float, float], int]
     largest = draw(st.integers(1, min(tpm, int(per_second * 15))))
     if kind == "strict":
         largest = max(1, min(largest, int(per_second * 0.01)))
+    elif kind == "minute":  # likewise a calendar minute, whose last request that does not fit waits for the next
+        largest = max(1, min(largest, int(tpm * 0.01)))
     smallest = draw(st.integers(1, largest))
     # one limit binds every request (at the boundary each request's turn is the same at both)
     boundary = tpm / rpm  # tokens a request may have while the request limit binds
@@ -62,4 +65,9 @@ def test_the_default_mode_keeps_to_the_binding_limit(case: tuple[Server, list[in
     share = out.share(server, head=min(3.0, span / 5), tail=min(2.0, span / 5))
     assert out.gave_up == 0
     assert 0.97 <= share <= 1.01, (share, out.rates(), out.refused)
-    assert out.refused <= max(1, 0.005 * len(charges)), out.refused
+    allowed = max(1, 0.005 * len(charges))
+    if server.kind == "minute":
+        # paced at the limit, a calendar minute's count ends a request over (or under) the limit: the last one is
+        # refused until the minute turns (nothing lost: the minute was full), at most one a minute boundary
+        allowed = max(allowed, 2 * (span // 60 + 1))
+    assert out.refused <= allowed, out.refused

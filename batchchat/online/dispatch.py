@@ -33,39 +33,39 @@ async def dispatch(plan: Plan, settings: RunSettings, pacer: Pacer, counters: Co
                    pool: WorkerPool, results: Any, spending: Any = None) -> None:
     """Admit every line of `plan` with work to do, each model's in file order and at its own pace, until the plan
     ends or the run stops."""
-    async with anyio.create_task_group() as group:
+    async with anyio.create_task_group() as group:  # one group: a failure reaches the caller in one group
         for lane in sorted(plan.lanes_used):
-            group.start_soon(_read, plan, lane, settings, pacer, counters, control, pool, results, spending)
+            group.start_soon(_read, group, plan, lane, settings, pacer, counters, control, pool, results, spending)
 
 
-async def _read(plan: Plan, lane: int, settings: RunSettings, pacer: Pacer, counters: Counters,
+async def _read(group: Any, plan: Plan, lane: int, settings: RunSettings, pacer: Pacer, counters: Counters,
                 control: StopControl, pool: WorkerPool, results: Any, spending: Any) -> None:
-    """Read one lane of the plan into a queue per model (one, but for the lane shared past 253 models)."""
+    """Read one lane of the plan into a queue per model (one, but for the lane shared past 253 models), each
+    admitted by a task of `group`."""
     queues: dict[str, ObjectSendStream[tuple[Job, int, int]]] = {}
-    async with anyio.create_task_group() as group:
-        try:
-            for item in iter_lane(plan, settings.defaults, lane):
-                line_no = item.line_no
-                if isinstance(item, InvalidLine):
-                    await hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
-                                                    error_message=item.describe(plan.display)))
-                    continue
-                prompt, cost = pacer.charge(item)
-                too_large = pacer.too_large(item, cost)
-                if too_large is not None:
-                    await hand_over(results, Result(item.custom_id, line_no, error_code="request_too_large",
-                                                    metadata=item.metadata, error_message=too_large))
-                    continue
-                model = job_model(item)
-                queue = queues.get(model)
-                if queue is None:
-                    queue, receive = anyio.create_memory_object_stream[tuple[Job, int, int]](LANE_DEPTH)
-                    queues[model] = queue
-                    group.start_soon(_admit_lane, receive, pacer, counters, control, pool, results, spending)
-                await queue.send((item, prompt, cost))
-        finally:
-            for queue in queues.values():
-                queue.close()
+    try:
+        for item in iter_lane(plan, settings.defaults, lane):
+            line_no = item.line_no
+            if isinstance(item, InvalidLine):
+                await hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
+                                                error_message=item.describe(plan.display)))
+                continue
+            prompt, cost = pacer.charge(item)
+            too_large = pacer.too_large(item, cost)
+            if too_large is not None:
+                await hand_over(results, Result(item.custom_id, line_no, error_code="request_too_large",
+                                                metadata=item.metadata, error_message=too_large))
+                continue
+            model = job_model(item)
+            queue = queues.get(model)
+            if queue is None:
+                queue, receive = anyio.create_memory_object_stream[tuple[Job, int, int]](LANE_DEPTH)
+                queues[model] = queue
+                group.start_soon(_admit_lane, receive, pacer, counters, control, pool, results, spending)
+            await queue.send((item, prompt, cost))
+    finally:
+        for queue in queues.values():
+            queue.close()
 
 
 async def _admit_lane(receive: ObjectReceiveStream[tuple[Job, int, int]], pacer: Pacer, counters: Counters,
