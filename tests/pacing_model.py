@@ -147,16 +147,22 @@ def _retry_after(server: Server, limiter: Limiter, wait: float) -> float | None:
     return None
 
 
+def server_for(server: Server) -> Limiter:
+    """The simulator's counters for `server`, on the running loop's virtual clock (one key: clients share it)."""
+    return Limiter(server.rpm, server.tpm, server.window, clock=asyncio.get_running_loop().time, kind=server.kind,
+                   header_mode=server.headers)
+
+
 async def simulate(server: Server, sizes: Sequence[int], *, rpm: float | None = None, tpm: float | None = None,
                    adapt: str = "auto", concurrency: int = 256, latency: tuple[float, float] = (0.3, 2.0),
                    wire: tuple[float, float] = (0.0005, 0.005), real: float = 1.0, seed: int = 0,
-                   max_attempts: int = 30) -> Outcome:
+                   max_attempts: int = 30, limiter: Limiter | None = None) -> Outcome:
     """Send one request per entry of `sizes` (its whole up-front charge, in tokens) through batchchat's pacing to
     `server`; `rpm`/`tpm`/`adapt` are what the client is told; the server counts `real` x each prompt estimate
-    (settled after the answer). Returns what the server admitted."""
+    (settled after the answer); `limiter`: the server's counters, when shared with another client (`server_for`).
+    Returns what the server admitted to this client."""
     loop = asyncio.get_running_loop()
-    limiter = Limiter(server.rpm, server.tpm, server.window, clock=loop.time, kind=server.kind,
-                      header_mode=server.headers)
+    limiter = limiter or server_for(server)
     settings = RunSettings(input="-", rpm=rpm, tpm=tpm, adapt=adapt, concurrency=concurrency,
                            retry=RetryPolicy(max_attempts=max_attempts, max_wait=60.0))
     pacer = Pacer(settings, clock=loop.time, sleep=_sleep)

@@ -9,10 +9,11 @@ requests, the default never more than one point below `--adapt off`.
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
-from pacing_model import Server, run_virtual, simulate
+from pacing_model import Server, run_virtual, server_for, simulate
 
 HEAD, TAIL = 3.0, 2.0
 
@@ -67,3 +68,23 @@ def test_strict_windows_at_small_limits_get_what_the_server_can_admit() -> None:
     default, off = run(server, charges, "auto"), run(server, charges, "off")
     assert default.share(server, HEAD, TAIL) >= off.share(server, HEAD, TAIL) - 0.01  # type: ignore[attr-defined]
     assert default.share(server, HEAD, TAIL) >= 0.78  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("headers", ["minute", "admission"])
+def test_two_processes_on_one_key_share_it_without_429s(headers: str) -> None:
+    # each told the key's whole limit: what the server counts beyond a process's own sends is the other's,
+    # charged as debt (once: debt charged after a request's admission counts as its own for that request)
+    server = Server(6_000, 50_000_000, headers=headers)
+
+    async def both() -> tuple[object, object]:
+        limiter = server_for(server)
+        runs = [simulate(server, [20] * 1_500, rpm=6_000, latency=(0.1, 0.4), seed=seed, limiter=limiter)
+                for seed in (1, 2)]
+        first, second = await asyncio.gather(*runs)
+        return first, second
+
+    first, second = run_virtual(both)
+    admitted = sorted(first.admitted + second.admitted)  # type: ignore[attr-defined]
+    span = admitted[-1][0] - admitted[0][0]
+    assert len(admitted) / span * 60 >= 0.97 * 6_000
+    assert first.refused + second.refused <= 0.005 * 3_000  # type: ignore[attr-defined]

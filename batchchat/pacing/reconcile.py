@@ -5,8 +5,9 @@ most this process can account for at that same moment, never with its level late
 back (meanwhile the level has leaked for the whole latency: comparing those took our own sends for someone
 else's and under-used small limits by a third). What this process accounts for is the larger of:
 - its bucket's level at admission, bounded from above by the level now plus what leaked since, less what this
-  process itself moved since (exact for one process while the level stays above empty; generous otherwise,
-  and for a fleet, whose shared level holds the others' sends too);
+  process itself sent (or settled, or was given back) since (exact for one process while the level stays
+  above empty; generous otherwise, and for a fleet, whose shared level holds the others' sends too), with the
+  debt charged since, which stands for others' spending the server counted already;
 - for a counter that is not a bucket (a window, whose reset is not what it holds over its rate; or a calendar
   minute, with no reset), everything this process sent within that window.
 Only what the server counts beyond that, and beyond a tolerance (a tenth of a burst, one unit, 5% of the count
@@ -78,7 +79,9 @@ class Reconciler:
     __slots__ = ("_bucketish", "_debt", "_moved", "_recent")
 
     def __init__(self) -> None:
-        self._moved = [0.0, 0.0]  # requests, tokens this process added to its levels (sends, settles, refunds, debt)
+        # requests, tokens this process added to its levels for its own requests (sends, settles, refunds); not the
+        # debt: debt charged after a ticket stands for spending the server counts, and counts as ours for it
+        self._moved = [0.0, 0.0]
         self._recent = _Recent()
         self._bucketish = [0, 0]
         self._debt = [0.0, 0.0, 0.0]  # requests, tokens charged for others' spending, as of time [2]
@@ -129,7 +132,6 @@ class Reconciler:
     async def _charge(self, store: BudgetStore, key: str, limits: Limits, i: int, amount: float, now: float) -> None:
         rate = (limits.rpm if i == 0 else limits.tpm) or 0.0
         await _adjust(store, key, limits, i, amount)
-        self._moved[i] += amount
         self._debt[i] = self._outstanding(i, now, rate) + amount
         self._debt[2] = now
 
@@ -144,7 +146,6 @@ class Reconciler:
         if refund <= 0.0:
             return
         await _adjust(store, key, limits, i, -refund)
-        self._moved[i] -= refund
         self._debt[i] = self._outstanding(i, now, rate) - refund
         self._debt[2] = now
 
