@@ -1,6 +1,7 @@
 """Property: whatever the limits, the request sizes and the latencies, the default mode's admitted rate stays
-within [97%, 100%] of the binding limit in steady state, with 429s at most 0.5% of the requests (a calendar
-minute: at most one 429 a minute boundary, when the minute's count ends a request over).
+within [97%, 100%] of the binding limit in steady state, with 429s at most 0.5% of the requests (a window
+counter may refuse the request that ends a window over: a strict second at most once a second, a calendar
+minute once a minute boundary; the budget does not lock onto a window's phase).
 
 Generated: limits from 30 RPM / 6,000 TPM to 30,000 RPM / 10,000,000 TPM, charges up to a sizeable share of a
 second's token budget (at 6,000 TPM a request may be 15 seconds of it), latencies from 50 ms to 10 s, the
@@ -64,9 +65,14 @@ def test_the_default_mode_keeps_to_the_binding_limit(case: tuple[Server, list[in
     span = out.admitted[-1][0] - out.admitted[0][0]
     share = out.share(server, head=min(3.0, span / 5), tail=min(2.0, span / 5))
     assert out.gave_up == 0
-    assert 0.97 <= share <= 1.01, (share, out.rates(), out.refused)
+    # at most the limit, give or take one request's share of the work measured (events are whole requests)
+    assert 0.97 <= share <= 1.01 + max(charges) / sum(charges), (share, out.rates(), out.refused)
     allowed = max(1, 0.005 * len(charges))
-    if server.kind == "minute":
+    if server.kind == "strict":
+        # a window whose tokens are not a whole number of requests ends each second a fraction over: paced at
+        # the limit, its last request is refused until the next second (nothing lost: the second was full)
+        allowed = max(allowed, 2 * (span + 1))
+    elif server.kind == "minute":
         # paced at the limit, a calendar minute's count ends a request over (or under) the limit: the last one is
         # refused until the minute turns (nothing lost: the minute was full), at most one a minute boundary
         allowed = max(allowed, 2 * (span // 60 + 1))
