@@ -183,6 +183,8 @@ CASES: list[Case] = [
 ]
 
 REPAIR_MESSAGE = "removed a torn last line"
+TYPO_MESSAGE = ("model 'gpt-4o-mnii' at URL: the first N attempts all failed the same way: HTTP 404: … ; its other "
+                "lines get this error without being sent, and the rest of the run goes on")
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +306,9 @@ def render_table() -> str:
         rows.append(f"| {i} | {case.what} | {case.exit} | `{message}` |")
     rows.append(f"| {len(CASES) + 1} | an existing output whose last line was torn by a crash | 0 (repaired) | "
                 f"`out.jsonl: {REPAIR_MESSAGE} (N bytes) left by an interrupted run` |")
+    rows.append(f"| {len(CASES) + 2} | a model the endpoint does not serve (a typo: `gpt-4o-mnii`) beside good lines "
+                f"*(sent: the server answers 404; tests/test_stops.py)* | 1 (7 when no other model is left to run) | "
+                f"`{TYPO_MESSAGE}` |")
     rows.append("")
     return "\n".join(rows)
 
@@ -316,4 +321,4 @@ def test_the_docs_table_is_the_case_list() -> None:
 if __name__ == "__main__":
     DOC.parent.mkdir(exist_ok=True)
     DOC.write_text(render_table(), encoding="utf-8")
-    print(f"wrote {DOC} ({len(CASES) + 1} cases)")
+    print(f"wrote {DOC} ({len(CASES) + 2} cases)")

@@ -79,22 +79,23 @@ def test_the_threshold_follows_concurrency() -> None:
 
 
 def test_health_trips_once_on_identical_failures_from_the_start() -> None:
-    calls: list[tuple[str, str]] = []
-    health = EndpointHealth(8, lambda failure, path: calls.append((failure, path)))
+    calls: list[str] = []
+    health = EndpointHealth(8, calls.append, url_for=lambda path: "http://h" + path)
     refused = Retryable("connection", "ClientConnectorError: refused")
     for _ in range(7):
         health.observe(refused, "/v1/chat/completions")
     assert not calls
     health.observe(refused, "/v1/chat/completions")
     health.observe(refused, "/v1/chat/completions")
-    assert calls == [("ClientConnectorError: refused", "/v1/chat/completions")] and health.tripped
+    assert len(calls) == 1 and health.tripped
+    assert "at http://h/v1/chat/completions: ClientConnectorError: refused" in calls[0]
 
 
 def test_health_is_disarmed_by_an_answer_or_a_different_failure() -> None:
     ok = Success(200, {}, b"{}", None, {})
     for first in (ok, Retryable("http_500", "HTTP 500: boom", 500), Retryable("timeout", "timeout: no answer"),
                   Failed("http_404", "HTTP 404: other", 404)):
-        health = EndpointHealth(8, lambda *_: pytest.fail("tripped"))
+        health = EndpointHealth(8, lambda _message: pytest.fail("tripped"))
         health.observe(first, "/v1/chat/completions")
         for _ in range(50):  # a burst of resets after it: a blip, not a dead endpoint
             health.observe(Retryable("connection", "reset"), "/v1/chat/completions")

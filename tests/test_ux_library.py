@@ -58,7 +58,7 @@ def test_tune_counts_successes_and_shows_errors_beside(tmp_path: Path,
     src = write_jobs(tmp_path / "job.jsonl", chat_lines(10))
     settings = build_settings({"input": str(src), "base_url": sim.base_url, "api_key": TEST_KEY})
     jobs = load_sample(src, settings, 10)
-    steps, _ = asyncio.run(sweep(settings, jobs, (4,), per_step=40, pause=0.0))
+    steps, _, _ = asyncio.run(sweep(settings, jobs, (4,), per_step=40, pause=0.0))
     (step,) = steps
     assert step.failed > 5 and step.succeeded > 5
     assert step.succeeded_per_second == pytest.approx(step.succeeded / step.seconds, rel=0.05, abs=0.2)

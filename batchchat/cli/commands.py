@@ -265,7 +265,7 @@ def tune(
     from batchchat.api import backend_options
     from batchchat.config.load import build_settings
     from batchchat.input.plan import open_input
-    from batchchat.tune import load_sample, plot, recommend, render_table, steps_json, sweep
+    from batchchat.tune import load_sample, plot, recommend, render_table, render_verdicts, steps_json, sweep
 
     try:
         level_list = tuple(int(x) for x in levels.split(",") if x.strip())
@@ -288,18 +288,19 @@ def tune(
                        f"({step.failed_per_second:,.1f} errors/s), "
                        f"p95 {step.latency_ms_p95:,.0f} ms, {100 * step.error_rate:.1f}% errors", err=True)
 
-        steps, headers_seen = anyio.run(
+        steps, headers_seen, limits = anyio.run(
             lambda: sweep(settings, jobs, level_list, per_step, pause, report), backend_options=backend_options())
     except BatchchatError as error:
         raise _fail(error) from None
-    advice = recommend(steps, headers_seen)
+    advice = recommend(steps, headers_seen, limits)
     typer.echo(render_table(steps))
     if plot(steps, plot_path, advice):
         typer.echo(f"plot: {plot_path}")
     else:
         typer.echo("plot skipped: matplotlib is not installed (pip install 'batchchat[plot]')")
     if json_path is not None:
-        json_path.write_bytes(steps_json(steps, advice))
+        json_path.write_bytes(steps_json(steps, advice, limits))
+    typer.echo(render_verdicts(advice))
     typer.echo(f"recommended: {advice.flags()}  ({advice.reason})")
 
 

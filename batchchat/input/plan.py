@@ -51,6 +51,7 @@ class Plan:
     changed: int = 0  # done ids whose request has changed since (sent again with --resend-changed)
     left: int = 0  # lines with work to do beyond --limit, left for a later run
     notes: list[str] = field(default_factory=list)
+    groups: set[tuple[str, str]] = field(default_factory=set)  # (endpoint path, model) of the valid lines to run
     lanes: bytearray = field(default_factory=bytearray)  # by line number: the lane of a line to send (NO_LANE: none)
     models: dict[str, int] = field(default_factory=dict)  # a model's lane
     lanes_used: set[int] = field(default_factory=set)
@@ -185,6 +186,8 @@ def scan(path: Path, display: str, settings: RunSettings,
             else:
                 plan.valid += 1
                 plan.estimated_tokens += prompt_estimate(item) + completion_cap(item)
+                model = item.body.get("model")
+                plan.groups.add((item.url, model if isinstance(model, str) else ""))
         first += block.count(b"\n")
     del met
     shared = repeated

@@ -13,21 +13,25 @@ from batchchat.http.outcomes import Failed, Fatal, Outcome, Retryable, Success
 from batchchat.http.retry import retry_after_failure
 from batchchat.http.sender import Sender
 from batchchat.input.parse import Job
+from batchchat.online.attempt_watch import AttemptWatch
+from batchchat.online.health import EndpointHealth
 from batchchat.online.stop import StopControl
 from batchchat.online.write_stage import hand_over
 from batchchat.output.lines import Result, request_fingerprint
 from batchchat.pacing.budget import Ticket
-from batchchat.pacing.pacer import Pacer
+from batchchat.pacing.pacer import Pacer, job_model
 from batchchat.report.counters import Counters
 
 
 class Requester:
     """Sends admitted requests and hands their results to the write stage."""
 
-    __slots__ = ("_control", "_counters", "_pacer", "_results", "_sender", "_settings", "_spending")
+    __slots__ = ("_control", "_counters", "_health", "_pacer", "_results", "_sender", "_settings", "_spending",
+                 "_watch")
 
     def __init__(self, settings: RunSettings, pacer: Pacer, counters: Counters, control: StopControl,
-                 sender: Sender, results: Any, spending: Any = None) -> None:
+                 sender: Sender, results: Any, spending: Any = None, *, health: EndpointHealth | None = None,
+                 watch: AttemptWatch | None = None) -> None:
         self._settings = settings
         self._pacer = pacer
         self._counters = counters
@@ -35,6 +39,8 @@ class Requester:
         self._sender = sender
         self._results = results
         self._spending = spending  # money.guard.Spending: prices each attempt and keeps the cap
+        self._health = health  # judges whether anything can succeed (per endpoint path and model)
+        self._watch = watch  # sends each attempt, and gives up those that wait past the attempt timeout
 
     async def work(self, admitted: tuple[Job, int, int, Ticket]) -> None:
         """Send one admitted request (`job`, prompt estimate, charge, its admission) to its end; its slot goes
@@ -45,10 +51,13 @@ class Requester:
         started = time.monotonic()
         content = orjson.dumps(job.body)
         attempts = 0
+        cuts = 0  # attempts of this request the watch gave up
         handed = False
+        health = self._health
+        watch = self._watch
 
         async def attempt() -> Outcome:
-            nonlocal attempts
+            nonlocal attempts, cuts
             ticket = first_ticket
             if attempts:
                 counters.retries += 1
@@ -56,11 +65,22 @@ class Requester:
                 if too_large is not None:
                     return Failed("request_too_large", too_large)
                 ticket = await pacer.readmit(job, cost)
+            if health is not None and health.any_dead and (dead := health.dead_sender(job)) is not None:
+                # its (path, model) failed its first attempts alike: the group's error, nothing sent
+                outcome = await (self._spending.send(job, dead, content) if self._spending is not None
+                                 else dead.send(job.url, content))
+                await pacer.observe(job, ticket, outcome, 0.0)  # no answer: whoever waits on this one goes
+                return outcome
             attempts += 1
             counters.attempts += 1
+            sender = watch.attempt(job.custom_id, cuts) if watch is not None else self._sender
             sent_at = time.monotonic()
-            outcome = await (self._spending.send(job, self._sender, content) if self._spending is not None
-                             else self._sender.send(job.url, content))
+            outcome = await (self._spending.send(job, sender, content) if self._spending is not None
+                             else sender.send(job.url, content))
+            if watch is not None and sender.cut:  # type: ignore[union-attr]
+                cuts += 1
+            if health is not None and health.watching:
+                health.observe(outcome, job.url, job_model(job))
             await pacer.observe(job, ticket, outcome, time.monotonic() - sent_at)
             if isinstance(outcome, Retryable) and outcome.status == 429:
                 counters.rate_limited += 1

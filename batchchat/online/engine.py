@@ -21,10 +21,11 @@ from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError
 from batchchat.http.sender import open_sender
 from batchchat.input.plan import Plan, open_input, scan
 from batchchat.money.guard import Spending, check_priced
+from batchchat.online.attempt_watch import AttemptWatch
 from batchchat.online.attempts import Requester
 from batchchat.online.collector import collect_periodically
 from batchchat.online.dispatch import dispatch
-from batchchat.online.health import watched
+from batchchat.online.health import endpoint_health
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
@@ -71,6 +72,7 @@ class Engine:
         self._spending: Spending | None = None  # prices loaded in _prepare (a bad price file: exit 2)
         self._url = settings.endpoint.url_for(settings.defaults.endpoint or "/v1/chat/completions")
         self._sent_paths: dict[str, None] = {}  # the endpoint paths requests went to, in the order first used
+        self._watch: AttemptWatch | None = None  # the attempts in flight (made when the run starts sending)
 
     @property
     def headers_seen(self) -> bool | None:  # whether the server sent x-ratelimit headers (None: no answer yet)
@@ -86,7 +88,8 @@ class Engine:
             stack.callback(writer.close)
             progress = Progress(self.counters, self.settings.progress, self.settings.log_interval,
                                 header=start_line(self.settings, plan, output, self._url),
-                                spent=lambda: self._spending.spent if self._spending is not None else None)
+                                spent=lambda: self._spending.spent if self._spending is not None else None,
+                                waiting=lambda: self._watch.describe_waiting() if self._watch is not None else None)
             status = None if is_stdout(output) else StatusFile(output, self.counters, plan.display, self._url)
             try:
                 if plan.to_run:  # else all done: no connection to open (nor aiohttp to import)
@@ -155,16 +158,19 @@ class Engine:
         buffer = max(256, settings.concurrency * 2)
         send, receive = anyio.create_memory_object_stream[Result](buffer)
         stage = WriteStage(writer, counters, self._pacer.release, self._on_result)  # type: ignore[arg-type]
-        sender = watched(open_sender(settings.endpoint, settings.concurrency, self._redact, self._client),
-                         settings.endpoint, settings.concurrency, control.fail)
-        self._sent_paths = sender.paths
-        requester = Requester(settings, self._pacer, counters, control, sender, send, self._spending)
+        sender = open_sender(settings.endpoint, settings.concurrency, self._redact, self._client)
+        health = endpoint_health(settings.endpoint, settings.concurrency, plan.groups, control.fail, self._echo)
+        watch = self._watch = AttemptWatch(sender, counters.latencies, settings.endpoint.read_timeout, self._echo)
+        self._sent_paths = watch.paths
+        requester = Requester(settings, self._pacer, counters, control, sender, send, self._spending,
+                              health=health, watch=watch)
         try:
             async with anyio.create_task_group() as tg:
                 control.task_group = tg
                 written = anyio.Event()
                 tg.start_soon(_write, stage, receive, written, control)
                 tg.start_soon(progress.run)
+                tg.start_soon(watch.run)
                 if status is not None:
                     tg.start_soon(status.run)
                 if self._shared is not None:

@@ -47,25 +47,27 @@ def _eta(counters: Counters, rate: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
 
 
-def status_parts(counters: Counters, rates: tuple[float, float], spent: float | None = None) -> list[str]:
+def status_parts(counters: Counters, rates: tuple[float, float], spent: float | None = None,
+                 waiting: str | None = None) -> list[str]:
     """The figures of a run, most important first: done/total of the whole job (an earlier run's share
-    included), failed, requests/s, ETA; then money spent (when known), tokens/min, in flight, retries, 429s."""
+    included), failed, requests/s, ETA; then money spent (when known), tokens/min, in flight, the requests
+    waiting longest (when some wait long), retries, 429s."""
     per_second, per_minute = rates
     done, total = counters.skipped + counters.done, counters.skipped + counters.total
     pct = 100.0 * done / total if total else 100.0
     return [
         f"{done:,}/{total:,} done ({pct:.0f}%)", f"{counters.failed:,} failed", f"{per_second:,.1f} req/s",
         f"ETA {_eta(counters, per_second)}", *([] if spent is None else [f"{usd(spent)} spent"]),
-        f"{per_minute:,.0f} tok/min", f"{counters.in_flight:,} in flight",
+        f"{per_minute:,.0f} tok/min", f"{counters.in_flight:,} in flight", *([] if waiting is None else [waiting]),
         f"{counters.retries:,} retries", f"{counters.rate_limited:,} x 429",
     ]
 
 
 def status_line(counters: Counters, rates: tuple[float, float], width: int | None = None,
-                spent: float | None = None) -> str:
+                spent: float | None = None, waiting: str | None = None) -> str:
     """One line of figures, as many as fit in `width` characters (all when None), most important first; the
     first four (done/total, failed, rate, ETA) always show."""
-    parts = status_parts(counters, rates, spent)
+    parts = status_parts(counters, rates, spent, waiting)
     if width is not None and len(", ".join(parts[:4])) > width:
         parts[0] = parts[0].replace(" done", "")
     line = ", ".join(parts[:4])
@@ -81,11 +83,15 @@ class Progress:
 
     MIN_BAR = 4  # columns: the bar itself, at its narrowest
     FIRST_LOG_AFTER = 2.0  # seconds: a log shows the first figures this soon, whatever the interval
+    WAITING_EVERY = 10.0  # seconds between lines above the bar naming the requests that wait long
 
     def __init__(self, counters: Counters, mode: str = "auto", interval: float | None = None,
                  stream: TextIO | None = None, header: str | None = None,
-                 spent: Callable[[], float | None] | None = None) -> None:
+                 spent: Callable[[], float | None] | None = None,
+                 waiting: Callable[[], str | None] | None = None) -> None:
         self._spent = spent or (lambda: None)  # USD spent so far (None: not shown)
+        self._waiting = waiting or (lambda: None)  # the requests waiting longest (None: nobody waits long)
+        self._waiting_said = -float("inf")  # when the bar last had a line above it naming them
         self._counters = counters
         self._stream = stream or sys.stderr
         if mode == "auto":
@@ -120,13 +126,18 @@ class Progress:
         if self._bar is not None:
             # the bar takes what the figures leave: at 80 columns done/total, failed, rate and ETA all show
             width = self._bar.console.width - len("batchchat") - 4  # two column gaps and a spare column
-            status = status_line(counters, rates, width - self.MIN_BAR, self._spent())
+            waiting = self._waiting()
+            status = status_line(counters, rates, width - self.MIN_BAR, self._spent(), waiting)
             self._bar.columns[1].bar_width = max(self.MIN_BAR, min(40, width - len(status)))
             self._bar.update(self._task, completed=counters.skipped + counters.done,
                              total=(counters.skipped + counters.total) or None, status=status)
+            now = time.monotonic()
+            if waiting is not None and waiting not in status and now - self._waiting_said >= self.WAITING_EVERY:
+                self._waiting_said = now  # too wide for the bar's line: said above it, now and then
+                self._bar.console.print(f"batchchat: {waiting}")
             self._bar.refresh()
         elif self.mode == "log":
-            self._log(status_line(counters, rates, spent=self._spent()))
+            self._log(status_line(counters, rates, spent=self._spent(), waiting=self._waiting()))
 
     def _log(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
