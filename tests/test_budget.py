@@ -11,10 +11,11 @@ import anyio
 import pytest
 
 from batchchat.config.settings import RunSettings
-from batchchat.pacing.budget import GUARD_MAX, Budget
+from batchchat.pacing.budget import Budget
 from batchchat.pacing.headers import RateLimitHeaders
 from batchchat.pacing.pacer import Pacer
 from batchchat.pacing.store import LocalStore
+from batchchat.pacing.timing import GUARD_MAX
 from batchchat.simulator.limits import Limiter
 
 MODEL = "gpt-4o-mini"
@@ -229,3 +230,22 @@ async def test_model_limits_replace_the_default_for_the_model_named() -> None:
     pacer = Pacer(settings)
     assert (pacer.budget("gpt-4o-mini").rpm, pacer.budget("gpt-4o-mini").tpm) == (30_000, None)
     assert (pacer.budget("other").rpm, pacer.budget("other").tpm) == (600, 10_000)
+
+
+def test_the_guard_doubles_on_a_near_miss_and_relaxes_after_answers_within_its_bounds() -> None:
+    from batchchat.pacing.bucket import Limits
+    from batchchat.pacing.timing import GUARD_MIN, GUARD_RELAX, GUARD_SHARE, Timing
+
+    timing = Timing()
+    for _ in range(10):
+        timing.refused(0.01, 0.0)  # each came 10 ms too early
+    assert timing.guard == GUARD_MAX
+    slow, fast = Limits(rpm=30), Limits(rpm=30_000)
+    # never more than 1% of a request's turn at the limits: 20 ms of a 2 s turn, 20 µs of a 2 ms one
+    assert timing.guard_for(slow, 1) == pytest.approx(GUARD_SHARE * 2.0)
+    assert timing.guard_for(fast, 1) == pytest.approx(GUARD_SHARE * 60 / 30_000)
+    timing.refused(0.5, 0.0)  # a wait that is not a near miss teaches nothing
+    assert timing.guard == GUARD_MAX
+    for _ in range(GUARD_RELAX * 4):
+        timing.answered()
+    assert GUARD_MIN <= timing.guard < GUARD_MAX

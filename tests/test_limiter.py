@@ -12,8 +12,9 @@ import anyio
 import pytest
 from test_budget import FakeClock, make_budget
 
-from batchchat.pacing.budget import GUARD_SHARE, Budget
+from batchchat.pacing.budget import Budget
 from batchchat.pacing.store import LocalStore
+from batchchat.pacing.timing import GUARD_SHARE
 
 
 async def _acquire_all(budget: Budget, clock: FakeClock, n: int, tokens: int = 1) -> float:

@@ -15,8 +15,8 @@ What a budget does with what the server says (none of it can leave it slower tha
   another client's spending, charged as debt and refunded when no longer borne out (`reconcile.py`);
 - a 429 gives back the refused attempt's request and tokens (the server did not count them) and pauses this
   model only, for the wait the server named; the budget then starts afresh (primed: no burst, and no turn
-  lost). A 429 that names no wait pauses for longer each time in a row (up to `max_wait`), so a minute-scale
-  window is waited out rather than met with a line's every attempt. A 429 teaches nothing lasting: the
+  lost). A 429 that names no wait pauses for longer each time in a row (up to `max_wait`, `timing.py`), so a
+  minute-scale window is waited out rather than met with a line's every attempt. A 429 teaches nothing lasting: the
   headers and 429s are evidence about a minute, not about the next second, and the limits stay the plain
   ones.
 """
@@ -34,21 +34,11 @@ from batchchat.pacing.bucket import Limits, capacity
 from batchchat.pacing.headers import RateLimitHeaders
 from batchchat.pacing.reconcile import Reconciler, Ticket
 from batchchat.pacing.store import BudgetStore, hashed_name
+from batchchat.pacing.timing import Timing
 from batchchat.pacing.tokens import PromptEstimator
 
 PROBE_PATIENCE = 5.0  # seconds the first request of a model in auto mode is waited for alone
-# A 429 that names no wait pauses 50 ms (an isolated one, a hair early, costs little), then 0.8, 12.8 and 60 s
-# while they keep coming: a line's attempts outlast a calendar minute.
-DEFAULT_429_COOLDOWN = 0.05
-QUIET_429_GROWTH = 16.0
 LIMITS_PICKUP = 5.0  # seconds between two looks at the limits other processes published in the store
-# A wait for room is slept a little longer (the guard, at most `GUARD_SHARE` of the request's turn at the
-# limit): requests reach the server after varying times on the wire, and one that needs the server's bucket
-# empty (at small limits, where one request is a large share of a second) must not arrive a millisecond early.
-# A 429 that names a wait under `NEAR_MISS` (one that came just too early) doubles it; answers in a row halve it.
-GUARD_MIN, GUARD_MAX, GUARD_SHARE = 0.005, 0.05, 0.01
-NEAR_MISS = 0.05
-GUARD_RELAX = 50  # answers in a row with no near miss before the guard halves
 
 
 def budget_key(api_key: str, base_url: str, model: str) -> str:
@@ -64,7 +54,6 @@ class Budget:
         "_burst",
         "_clock",
         "_given",
-        "_guard",
         "_key",
         "_learned",
         "_learning",
@@ -73,10 +62,9 @@ class Budget:
         "_pickup_at",
         "_probe_done",
         "_probing",
-        "_quiet_429s",
-        "_since_miss",
         "_sleep",
         "_store",
+        "_timing",
         "adapt",
         "estimator",
         "headers_seen",
@@ -115,9 +103,7 @@ class Budget:
         self._probing = False
         self._probe_done: anyio.Event | None = None
         self._account = Reconciler()  # what this process moved in its levels, and the debt charged for others
-        self._quiet_429s = 0
-        self._guard = GUARD_MIN
-        self._since_miss = 0
+        self._timing = Timing()  # the pause a 429 earns, the guard of a wait for room
 
     # -- limits ----------------------------------------------------------------------------------------
 
@@ -168,18 +154,9 @@ class Budget:
             await self._pick_up(now)
         limits = self.limits
         while (wait := await self._store.reserve(self._key, limits, tokens)) > 0.0:
-            await self._sleep(wait + self._guard_for(limits, tokens))
+            await self._sleep(wait + self._timing.guard_for(limits, tokens))
             limits = self.limits
         return self._account.ticket(self._clock(), tokens)
-
-    def _guard_for(self, limits: Limits, tokens: float) -> float:
-        """The guard added to a wait for room: `_guard`, at most `GUARD_SHARE` of the request's turn."""
-        turn = 0.0
-        if limits.rpm is not None:
-            turn = 60.0 / limits.rpm
-        if limits.tpm is not None:
-            turn = max(turn, tokens * 60.0 / limits.tpm)
-        return min(self._guard, GUARD_SHARE * turn)
 
     async def _probe_first(self) -> None:
         """Auto mode: the model's first request goes alone; the others wait for its answer's headers.
@@ -284,27 +261,14 @@ class Budget:
             if ticket.tokens:
                 await self._store.adjust(self._key, limits, -ticket.tokens)
             self._account.sent(now, -1.0, -ticket.tokens)
-        if retry_after is not None:
-            wait = retry_after
-            if retry_after < NEAR_MISS:  # just too early: arrivals vary more than the guard allows for
-                self._guard = min(GUARD_MAX, 2.0 * self._guard)
-                self._since_miss = 0
-        else:
-            snapshot = await self._store.snapshot(self._key, limits)
-            if snapshot.cooldown <= 0.0:  # sent after the last cooldown ended: one more in a row
-                self._quiet_429s += 1
-            wait = DEFAULT_429_COOLDOWN * QUIET_429_GROWTH ** max(0, self._quiet_429s - 1)
-        wait = min(wait, self._max_wait)
+        left = 0.0 if retry_after is not None else (await self._store.snapshot(self._key, limits)).cooldown
+        wait = min(self._timing.refused(retry_after, left), self._max_wait)
         await self._store.pause(self._key, limits, wait)
         return wait
 
     def answered(self) -> None:
         """A success: 429s that name no wait are no longer in a row; the guard relaxes after enough of them."""
-        self._quiet_429s = 0
-        self._since_miss += 1
-        if self._since_miss >= GUARD_RELAX and self._guard > GUARD_MIN:
-            self._guard = max(GUARD_MIN, self._guard / 2.0)
-            self._since_miss = 0
+        self._timing.answered()
 
     async def pause(self, seconds: float) -> None:
         """Hold every caller of this budget for `seconds` from now."""
