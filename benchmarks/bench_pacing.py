@@ -1,5 +1,6 @@
-"""9. Pacing on every kind of server: two models with tenfold different limits, a strict one-second window, a
-gateway's calendar-minute counter, and a single queueing worker without headers.
+"""9. Pacing on every kind of server: small limits and strict windows in the default mode beside `--adapt off`,
+two models with tenfold different limits, a strict one-second window, a gateway's calendar-minute counter, and a
+single queueing worker without headers.
 
 Every client is the real CLI in auto mode (no limits given) in its own process pinned to the client core; the
 simulator runs pinned to the server core. Rates come from the simulator's own per-second series (per model
@@ -100,6 +101,48 @@ def minute_gateway(quick: bool, work: Path) -> dict[str, Any]:
             "n429": stats["rate_limited"], "wall": client["wall_seconds"]}
 
 
+# Default mode (auto, told nothing) beside --adapt off given the limits, on the server OpenAI's shape describes
+# (the simulator's default: headers from a per-minute bucket, admission per second), 300 ms + 5 ms a token.
+LIMIT_CASES = {
+    # name: simulator limits and kind, lines (full, quick), prompt words, max_tokens
+    "small limits: 300 RPM / 15,000 TPM, bucket with a 1 s burst": (
+        {"rpm": 300, "tpm": 15_000}, (120, 60), 20, 150),
+    "strict 1 s windows: 3,000 RPM / 150,000 TPM": (
+        {"rpm": 3_000, "tpm": 150_000, "limit_kind": "strict"}, (2_400, 1_200), 6, 16),
+}
+
+
+def limit_cases(quick: bool, work: Path) -> dict[str, Any]:
+    """Each case twice against one simulator: the default mode, then `--adapt off` with the limits."""
+    results: dict[str, Any] = {}
+    for name, (limits, (full, short), words, max_tokens) in LIMIT_CASES.items():
+        n = short if quick else full
+        inp = write_chat_input(work / "limits.jsonl", n, words=words, max_tokens=max_tokens)
+        rows = {}
+        with simulator(seed=16, latency_ms=300, ms_per_token=5, **limits) as sim:
+            for mode, flags in (("default", []), ("--adapt off", ["--adapt", "off", "--rpm", str(limits["rpm"]),
+                                                                  "--tpm", str(limits["tpm"])])):
+                sim.reset_stats()
+                log(f"pacing: {name}, {mode}, {n:,} lines")
+                out = work / "limits.out"
+                client = _run_cli(inp, out, sim.base_url, "--concurrency", "512", *flags, timeout=n + 300)
+                out.unlink()
+                stats = sim.stats()
+                series = stats["series"]
+                active = [i for i, row in enumerate(series) if row["requests"]]
+                part = series[active[0]:active[-1]] if len(active) > 2 else series  # first to last admission
+                secs = max(1, len(part))
+                rpm = sum(row["requests"] for row in part) / secs * 60
+                tpm = sum(row["tokens"] for row in part) / secs * 60
+                ideal = max(stats["requests"] / limits["rpm"], stats["tokens_admitted"] / limits["tpm"]) * 60
+                n429 = stats["rate_limited"]
+                rows[mode] = {"binding_pct": max(rpm / limits["rpm"], tpm / limits["tpm"]),
+                              "n429": n429, "pct429": n429 / max(1, stats["requests"]),
+                              "wall": client["wall_seconds"], "ideal": ideal, "failed": client["failed"]}
+        results[name] = {"n": n, **rows}
+    return results
+
+
 KNEE_SLACK = 0.03  # the knee: the lowest fixed concurrency within this much of the highest fixed throughput
 
 
@@ -145,13 +188,23 @@ def queueing_worker(quick: bool, work: Path) -> dict[str, Any]:
 
 
 def run(quick: bool, work: Path) -> Section:
-    """All four, one after the other (each needs the machine to itself)."""
+    """All five, one after the other (each needs the machine to itself)."""
+    cases = limit_cases(quick, work)
     mix = mixed(quick, work)
     win = strict(quick, work)
     minute = minute_gateway(quick, work)
     queue = queueing_worker(quick, work)
     big, small = mix[BIG], mix[SMALL]
+    case_rows = [[name, c["n"], mode, f"{r['binding_pct']:.1%}", f"{r['n429']} ({r['pct429']:.2%})",
+                  f"{r['wall']:.1f}", f"{r['ideal']:.1f}", f"{r['wall'] / r['ideal']:.2f}x", r["failed"]]
+                 for name, c in cases.items() for mode, r in c.items() if mode != "n"]
     body = "\n\n".join([
+        "**Small limits and strict windows, default mode beside `--adapt off`** (the simulator's default headers: "
+        "OpenAI's shape, a per-minute bucket refilled continuously while admission is per second; 300 ms + 5 ms a "
+        "token; the default mode is told nothing, `--adapt off` is given the limits; % of the binding limit from "
+        "the first admission to the last, as the server counted):",
+        table(["case", "lines", "mode", "binding limit used", "429s", "wall s", "ideal s", "wall / ideal",
+               "failed"], case_rows),
         f"**Mixed models.** One file of {mix['n']:,} lines, {BIG} ({big['rpm']:,} RPM) and {SMALL} "
         f"({small['rpm']:,} RPM) shuffled together in the ratio of their limits, 200-2,000 ms latency, "
         f"batchchat told no limit: {BIG} at {big['steady_pct']:.1%} and {SMALL} at {small['steady_pct']:.1%} "
@@ -178,7 +231,18 @@ def run(quick: bool, work: Path) -> Section:
         f"reached {queue['ratio']:.0%} of its throughput at {queue['p50_ratio']:.1f}x its p50. `in flight, 2nd "
         "half` is Little's law over the second half of the answers (req/s x their mean latency).",
     ])
-    goals = [
+    goals = []
+    for name, c in cases.items():
+        d, off = c["default"], c["--adapt off"]
+        goals += [
+            (f"{name}: default ≥ 97% of the binding limit", f"{d['binding_pct']:.1%} (adapt off "
+             f"{off['binding_pct']:.1%})", d["binding_pct"] >= 0.97),
+            (f"{name}: default 429s ≤ 0.5%", f"{d['pct429']:.2%} (adapt off {off['pct429']:.2%})",
+             d["pct429"] <= 0.005),
+            (f"{name}: default within 1 point of --adapt off", f"{d['binding_pct'] - off['binding_pct']:+.1%}",
+             d["binding_pct"] >= off["binding_pct"] - 0.01),
+        ]
+    goals += [
         ("mixed: each model ≥ 97% of its own limit", f"{big['steady_pct']:.1%} / {small['steady_pct']:.1%}",
          big["steady_pct"] >= 0.97 and small["steady_pct"] >= 0.97),
         ("mixed: 429s < 0.5%", f"{mix['pct429']:.2%}", mix["pct429"] < 0.005),
@@ -191,6 +255,6 @@ def run(quick: bool, work: Path) -> Section:
          f"{queue['ratio']:.0%} of {queue['best']}", queue["ratio"] >= 0.90),
         ("queueing worker: p50 ≤ 2x the knee's", f"{queue['p50_ratio']:.1f}x", queue["p50_ratio"] <= 2.0),
     ]
-    data = {"mixed": mix, "strict": win, "minute": minute, "queue": queue}
+    data = {"limits": cases, "mixed": mix, "strict": win, "minute": minute, "queue": queue}
     json.dumps(data, default=str)
     return Section("9. Pacing on every kind of server", body, goals, data)

@@ -112,15 +112,12 @@ def test_cooldown_holds_everyone_then_resumes_paced_not_in_a_burst() -> None:
     reserve(state, LIMITS, 10, now=0.0)
     pause(state, LIMITS, 2.0, now=0.5)
     assert state.cooldown_until == 2.5
-    # full now, and still full when the cooldown ends: capacity plus two seconds of leak
-    assert state.requests == 5.0 + 2.0 * 10 and state.tokens == 500.0 + 2.0 * 1_000
-    # while it holds: the cooldown left, plus one request's turn at the paced rate
-    assert reserve(state, LIMITS, 10, now=1.0) == pytest.approx(1.5 + 0.1)
-    # a shorter pause never shortens the cooldown, nor lowers the levels
+    # while it holds: the cooldown left, and the budget is primed afresh as of its end
+    assert reserve(state, LIMITS, 10, now=1.0) == pytest.approx(1.5)
+    # a shorter pause never shortens the cooldown
     pause(state, LIMITS, 0.1, now=1.0)
     assert state.cooldown_until == 2.5
-    assert state.requests == pytest.approx(5.0 + 1.5 * 10)
-    # traffic resumes at 10/s after the cooldown: no burst of a whole bucket
+    # traffic resumes at 10/s after the cooldown: the first just fits at its end, no burst of a whole bucket
     admitted, now = [], 2.5
     while len(admitted) < 10:
         wait = reserve(state, LIMITS, 10, now)
@@ -128,18 +125,39 @@ def test_cooldown_holds_everyone_then_resumes_paced_not_in_a_burst() -> None:
             admitted.append(now)
         else:
             now += wait
-    assert admitted[0] == pytest.approx(2.6)
-    assert admitted[-1] == pytest.approx(3.5)
+    assert admitted[0] == pytest.approx(2.5)
+    assert admitted[-1] == pytest.approx(3.4)
     gaps = [b - a for a, b in itertools.pairwise(admitted)]
     assert min(gaps) == pytest.approx(0.1)
+
+
+def test_a_cooldown_costs_no_turn_beyond_itself() -> None:
+    # one request per 6 s (10 RPM); a 429 that says "in 50 ms": the retry goes 50 ms later, not 6 s
+    slow = Limits(rpm=10, tpm=None, burst_seconds=0.5)
+    state = BucketState()
+    assert reserve(state, slow, 0, now=0.0) == 0.0
+    assert reserve(state, slow, 0, now=6.0) == 0.0
+    adjust_requests(state, slow, -1.0, now=6.01)  # refused: its request given back
+    pause(state, slow, 0.05, now=6.01)
+    assert reserve(state, slow, 0, now=6.01) == pytest.approx(0.05)
+    assert reserve(state, slow, 0, now=6.06) == 0.0
+    assert reserve(state, slow, 0, now=6.06) == pytest.approx(6.0)
 
 
 def test_pause_before_any_request_holds_the_first_one_too() -> None:
     state = BucketState()
     pause(state, LIMITS, 1.0, now=0.0)
-    assert reserve(state, LIMITS, 10, now=0.5) == pytest.approx(0.5 + 0.1)
-    assert reserve(state, LIMITS, 10, now=1.1) == 0.0
-    assert reserve(state, LIMITS, 10, now=1.1) == pytest.approx(0.1)
+    assert reserve(state, LIMITS, 10, now=0.5) == pytest.approx(0.5)
+    assert reserve(state, LIMITS, 10, now=1.0) == 0.0
+    assert reserve(state, LIMITS, 10, now=1.0) == pytest.approx(0.1)
+
+
+def test_a_pause_keeps_debt() -> None:
+    # a request larger than the bucket left debt: a cooldown shorter than the debt does not forgive it
+    state = BucketState()
+    reserve(state, LIMITS, 3_000, now=0.0)  # 3,000 tokens: 3 s to drain
+    pause(state, LIMITS, 1.0, now=0.0)
+    assert reserve(state, LIMITS, 10, now=1.0) == pytest.approx(1.51)  # 2,000 left; room for 10 in the 500
 
 
 def test_limits_change_keeps_levels() -> None:
@@ -193,5 +211,5 @@ def test_idle_after_covers_debt_and_cooldown() -> None:
     state = BucketState()
     reserve(state, LIMITS, 3_000, now=0.0)  # 3,000 tokens of level: 3 s to drain
     assert idle_after(state, LIMITS) == pytest.approx(3.0)
-    pause(state, LIMITS, 10.0, now=1.0)  # full at 11 s, empty half a second later
-    assert idle_after(state, LIMITS) == pytest.approx(11.5)
+    pause(state, LIMITS, 10.0, now=1.0)  # the cooldown outlasts the debt
+    assert idle_after(state, LIMITS) == pytest.approx(11.0)

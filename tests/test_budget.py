@@ -11,10 +11,11 @@ import anyio
 import pytest
 
 from batchchat.config.settings import RunSettings
-from batchchat.pacing.budget import MAX_SLACK, Budget
+from batchchat.pacing.budget import Budget
 from batchchat.pacing.headers import RateLimitHeaders
 from batchchat.pacing.pacer import Pacer
 from batchchat.pacing.store import LocalStore
+from batchchat.pacing.timing import GUARD_MAX
 from batchchat.simulator.limits import Limiter
 
 MODEL = "gpt-4o-mini"
@@ -175,44 +176,39 @@ async def test_a_429_that_names_no_wait_waits_longer_each_time_in_a_row() -> Non
     for _ in range(5):
         ticket = await budget.acquire(1)
         waits.append(await budget.refused(ticket, None))
-    assert waits == [1.0, 4.0, 16.0, 60.0, 60.0]
+    assert waits == pytest.approx([0.05, 0.8, 12.8, 60.0, 60.0])
     assert sum(waits[:4]) > 60  # a line's 5 attempts outlast a calendar minute
     budget.answered()
     ticket = await budget.acquire(1)
-    assert await budget.refused(ticket, None) == 1.0
+    assert await budget.refused(ticket, None) == pytest.approx(0.05)
 
 
-async def test_a_429_within_our_own_budget_teaches_a_stricter_window_within_bounds() -> None:
+async def test_a_429_teaches_nothing_lasting_the_limits_stay_the_plain_ones() -> None:
+    # 429s within the limits we know (a strict window, arrival jitter) used to cut the burst and the rate for
+    # good; what the budget learns must never leave it slower than its plain limits
     clock = FakeClock()
     budget = make_budget(clock, rpm=6000, burst_seconds=0.5)
     for _ in range(10):
         ticket = await budget.acquire(1)
         await budget.refused(ticket, 0.1)
         clock.now += 2.0
-    assert budget.burst_seconds < 0.1
-    assert budget.slack == pytest.approx(MAX_SLACK)
-    assert budget.limits.rpm == pytest.approx(6000 * (1 - MAX_SLACK))
+    assert budget.burst_seconds == 0.5
+    assert budget.limits.rpm == 6000
 
 
-async def test_strict_windows_stop_provoking_429s_once_learned() -> None:
-    # a strict one-second window, requests on the wire for up to 30 ms, prompts 3% larger than estimated:
-    # a bucket's pacing provokes a 429 every few seconds; the budget learns slack and stops them
+async def test_after_a_429_the_retry_goes_when_the_server_said_not_a_turn_later() -> None:
+    # 30 RPM: one request every 2 s. A 429 that says "in 20 ms" (it came a hair too early) must cost 20 ms, not
+    # another 2 s turn: the pause starts the budget afresh, primed as of the cooldown's end
     clock = FakeClock()
-    arrivals = Arrivals(clock, jitter=0.03)  # up to 30 ms on the wire: arrivals cross window edges
-    server = Limiter(rpm=None, tpm=600_000, kind="strict", clock=arrivals)  # 10,000 tokens per whole second
-    budget = make_budget(clock, tpm=600_000)
-    sizes = [37, 210, 95, 340, 18, 160]
-    first = second = 0
+    budget = make_budget(clock, rpm=30)
+    await budget.acquire(1)
+    ticket = await budget.acquire(1)  # 2 s later
     start = clock.now
-    for i in range(3000):
-        _, refused = await drive(budget, server, clock, 1, tokens=sizes[i % len(sizes)], arrivals=arrivals,
-                                         real=1.03)
-        if i < 1500:
-            first += refused
-        else:
-            second += refused
-    assert first > second and second <= 1  # without the lesson: 3 then 5, for as long as it runs
-    assert 3000 * sum(sizes) / len(sizes) * 1.03 / (clock.now - start) >= 0.95 * 10_000
+    await budget.refused(ticket, 0.02)
+    await budget.acquire(1)
+    assert 0.02 <= clock.now - start <= 0.02 + GUARD_MAX  # the wait named, and the guard against jitter
+    await budget.acquire(1)  # and the next is paced again, a turn later
+    assert 2.02 <= clock.now - start <= 2.02 + 2 * GUARD_MAX
 
 
 async def test_a_429_pauses_only_its_own_model() -> None:
@@ -234,3 +230,22 @@ async def test_model_limits_replace_the_default_for_the_model_named() -> None:
     pacer = Pacer(settings)
     assert (pacer.budget("gpt-4o-mini").rpm, pacer.budget("gpt-4o-mini").tpm) == (30_000, None)
     assert (pacer.budget("other").rpm, pacer.budget("other").tpm) == (600, 10_000)
+
+
+def test_the_guard_doubles_on_a_near_miss_and_relaxes_after_answers_within_its_bounds() -> None:
+    from batchchat.pacing.bucket import Limits
+    from batchchat.pacing.timing import GUARD_MIN, GUARD_RELAX, GUARD_SHARE, Timing
+
+    timing = Timing()
+    for _ in range(10):
+        timing.refused(0.01, 0.0)  # each came 10 ms too early
+    assert timing.guard == GUARD_MAX
+    slow, fast = Limits(rpm=30), Limits(rpm=30_000)
+    # never more than 1% of a request's turn at the limits: 20 ms of a 2 s turn, 20 µs of a 2 ms one
+    assert timing.guard_for(slow, 1) == pytest.approx(GUARD_SHARE * 2.0)
+    assert timing.guard_for(fast, 1) == pytest.approx(GUARD_SHARE * 60 / 30_000)
+    timing.refused(0.5, 0.0)  # a wait that is not a near miss teaches nothing
+    assert timing.guard == GUARD_MAX
+    for _ in range(GUARD_RELAX * 4):
+        timing.answered()
+    assert GUARD_MIN <= timing.guard < GUARD_MAX

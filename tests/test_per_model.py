@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import chat_lines, run_options, write_jobs
+from helpers import chat_lines, read_output, run_options, write_jobs
 
 import batchchat
 from batchchat.config.load import build_settings
@@ -108,3 +108,21 @@ async def test_a_single_queueing_worker_without_headers_is_not_driven_into_its_q
     # the old controller grew to the cap of 64 in flight (p50 ~16x the service time)
     assert sim.stats()["max_in_flight"] <= 32
     assert summary.latency_ms_p50 < 100
+
+
+async def test_models_in_blocks_run_side_by_side(tmp_path: Path, simulator: Callable[..., Simulator]) -> None:
+    # 800 lines of a model at 200 a second, then 20 of one at 10 a second: read in file order through one reader,
+    # the second block waited behind the first (its queue of 256 full) and started only after 2.7 s; each
+    # model's own reader starts both at once, so the slow block is done while the fast one still runs
+    sim = simulator(rpm=12_000, model_limits={SLOW: (600, None)})
+    src = write_jobs(tmp_path / "in.jsonl", chat_lines(800) + embedding_lines(20))
+    out = tmp_path / "out.jsonl"
+    order: list[str] = []
+    summary = await batchchat.arun(src, out, **run_options(sim, concurrency=256, rpm=12_000,
+                                                           model_limit=[f"{SLOW}=600,"]),
+                                   on_result=lambda line: order.append(line["custom_id"]))
+    assert summary.succeeded == 820 and sim.stats()["rate_limited"] == 0
+    last_slow = max(i for i, cid in enumerate(order) if cid.startswith("e"))
+    assert last_slow < 700, last_slow  # ~2 s in: about 400 fast lines answered
+    ids = [line["custom_id"] for line in read_output(out)]
+    assert len(ids) == len(set(ids)) == 820

@@ -141,7 +141,7 @@ def test_minute_kind_with_litellm_headers(simulator: Callable[..., Simulator]) -
 
 def test_strict_kind_over_http_with_openai_retry_headers(simulator: Callable[..., Simulator]) -> None:
     clock = FakeClock(1000.25)
-    sim = simulator(rpm=120, limit_kind="strict", clock=clock)  # 2 per whole second
+    sim = simulator(rpm=120, limit_kind="strict", limit_headers="admission", clock=clock)  # 2 a second
     with client_for(sim) as client:
         codes = [client.post("/chat/completions", json=chat()).status_code for _ in range(3)]
         assert codes == [200, 200, 429]

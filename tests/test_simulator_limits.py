@@ -117,7 +117,7 @@ def test_headers_off_and_no_limits() -> None:
 
 def test_strict_admits_a_seconds_worth_per_whole_second_and_carries_nothing_over() -> None:
     clock = FakeClock(1000.3)
-    limiter = Limiter(rpm=600, tpm=None, clock=clock, kind="strict")  # 10 per whole second
+    limiter = Limiter(rpm=600, tpm=None, clock=clock, kind="strict", header_mode="admission")  # 10 a second
     assert [limiter.admit("k", 1).ok for _ in range(11)] == [True] * 10 + [False]
     refused = limiter.admit("k", 1)
     assert refused.kind == "requests" and math.isclose(refused.wait, 0.7) and refused.used == 10
@@ -139,7 +139,7 @@ def test_strict_admits_a_seconds_worth_per_whole_second_and_carries_nothing_over
 
 def test_strict_large_charge_takes_an_empty_window_and_owes_the_next_ones() -> None:
     clock = FakeClock(1000.5)
-    limiter = Limiter(rpm=None, tpm=6000, clock=clock, kind="strict")  # 100 tokens per second
+    limiter = Limiter(rpm=None, tpm=6000, clock=clock, kind="strict", header_mode="admission")  # 100 tokens/s
     assert limiter.admit("k", 250).ok  # above the allowance, into an empty window
     refused = limiter.admit("k", 10)
     assert math.isclose(refused.wait, 1.5)  # 250 - 2 x 100 = 50 left owed at 1002.0; 50 + 10 fits
@@ -232,3 +232,52 @@ def test_model_limits_alone_enable_the_limiter() -> None:
     assert limiter.admit("k", 5, "gpt-4o").ok and not limiter.admit("k", 5, "gpt-4o").ok
     assert all(limiter.admit("k", 5, "gpt-4o-mini").ok for _ in range(50))
     assert limiter.headers("k", "gpt-4o-mini") == b""
+
+
+# ---- header modes: what x-ratelimit-* describe -----------------------------------------------------
+
+
+def test_minute_headers_describe_a_minute_bucket_while_a_second_is_full() -> None:
+    # OpenAI's shape (the default): admission per whole second, headers from a per-minute bucket refilled
+    # continuously: most of the minute remains while the second refuses
+    clock = FakeClock(1000.0)
+    limiter = Limiter(rpm=600, tpm=60_000, clock=clock, kind="strict")
+    assert limiter.header_mode == "minute"
+    assert [limiter.admit("k", 100).ok for _ in range(11)] == [True] * 10 + [False]
+    headers = limiter.headers("k").decode()
+    assert "x-ratelimit-remaining-requests: 590\r\n" in headers
+    assert "x-ratelimit-remaining-tokens: 59000\r\n" in headers
+    assert "x-ratelimit-reset-requests: 1s\r\n" in headers  # 10 held, refilled at 10 a second
+    assert "x-ratelimit-reset-tokens: 1s\r\n" in headers
+    clock.now = 1000.5  # the bucket refills continuously: 5 requests and 500 tokens back
+    headers = limiter.headers("k").decode()
+    assert "x-ratelimit-remaining-requests: 595\r\n" in headers and "x-ratelimit-reset-requests: 500ms\r\n" in headers
+    assert not limiter.admit("k", 100).ok  # ...while the second's window is still full
+
+
+def test_minute_headers_hold_what_a_second_scale_bucket_has_released() -> None:
+    clock = FakeClock(1000.0)
+    limiter = Limiter(rpm=6000, tpm=None, clock=clock)  # a bucket of 100 (1 s); headers: a bucket of 6,000
+    assert sum(limiter.admit("k", 1).ok for _ in range(150)) == 100
+    clock.now = 1000.5
+    assert sum(limiter.admit("k", 1).ok for _ in range(60)) == 50
+    headers = limiter.headers("k").decode()
+    # 150 admitted, 50 refilled at 100/s: 100 held, reset 1 s; the admitting bucket is full again
+    assert "x-ratelimit-remaining-requests: 5900\r\n" in headers and "x-ratelimit-reset-requests: 1s\r\n" in headers
+    admission = Limiter(rpm=6000, tpm=None, clock=clock, header_mode="admission")
+    assert admission.admit("k", 1).ok
+    assert "x-ratelimit-remaining-requests: 5999\r\n" in admission.headers("k").decode()
+
+
+def test_a_calendar_minute_is_its_own_minute_counter_in_either_mode() -> None:
+    clock = FakeClock(1000.0)
+    for mode in ("minute", "admission"):
+        limiter = Limiter(rpm=2, tpm=None, clock=clock, kind="minute", header_mode=mode)
+        assert limiter.admit("k", 1).ok
+        headers = limiter.headers("k").decode()
+        assert "x-ratelimit-remaining-requests: 1\r\n" in headers and "reset" not in headers
+
+
+def test_unknown_header_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="header mode"):
+        Limiter(rpm=1, tpm=None, header_mode="second")

@@ -29,6 +29,9 @@ from batchchat.output.resume import ResumeIndex
 from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
 _SKIP = 1
+# Lanes (`Plan.lanes`, a byte a line): which reader of the online dispatcher sends the line. A model gets a lane
+# of its own, so that each model's lines are read at that model's pace whatever the file's order and mix.
+NO_LANE, INVALID_LANE, FIRST_MODEL_LANE, OTHERS_LANE = 0, 1, 2, 255
 
 
 @dataclass(slots=True)
@@ -51,6 +54,27 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     groups: set[tuple[str, str]] = field(default_factory=set)  # (endpoint path, model) of the valid lines to run
     input_sha256: str | None = None  # of the bytes the plan was made from (None: not all of them were read)
+    lanes: bytearray = field(default_factory=bytearray)  # by line number: the lane of a line to send (NO_LANE: none)
+    models: dict[str, int] = field(default_factory=dict)  # a model's lane
+    lanes_used: set[int] = field(default_factory=set)
+
+    def lane_for(self, line_no: int, item: Job | InvalidLine) -> None:
+        """Record the lane of a planned line: invalid, its model's own, or the shared one past 253 models."""
+        if isinstance(item, InvalidLine):
+            lane = INVALID_LANE
+        else:
+            model = item.body.get("model")
+            model = model if isinstance(model, str) else ""  # as pacing.pacer.job_model
+            lane = self.models.get(model, NO_LANE)
+            if lane == NO_LANE:
+                lane = min(FIRST_MODEL_LANE + len(self.models), OTHERS_LANE)
+                if lane < OTHERS_LANE:
+                    self.models[model] = lane
+        lanes = self.lanes
+        if len(lanes) <= line_no:
+            lanes.extend(bytes(line_no - len(lanes) + 4096))
+        lanes[line_no] = lane
+        self.lanes_used.add(lane)
 
 
 def sealed_plan(path: Path, display: str, lines: int, input_sha256: str) -> Plan:
@@ -181,6 +205,7 @@ def scan(path: Path, display: str, settings: RunSettings,
                 plan.retried_ids.add(custom_id)
             plan.to_run += 1
             plan.last_line = line_no
+            plan.lane_for(line_no, item)
             if isinstance(item, InvalidLine):
                 plan.invalid_count += 1
                 if len(plan.invalid) < 20:
@@ -327,3 +352,25 @@ def iter_pending(plan: Plan, defaults: JobDefaults) -> Iterator[Job | InvalidLin
         if isinstance(item, Job):
             item.line_hash = line_hash(raw)
         yield item
+
+
+def iter_lane(plan: Plan, defaults: JobDefaults, lane: int) -> Iterator[Job | InvalidLine]:
+    """The plan's lines of one lane (`Plan.lanes`), parsed, in file order: what one reader of the online
+    dispatcher sends. A block of the file with no line of the lane is passed over without splitting it."""
+    lanes = plan.lanes
+    mark = bytes([lane])
+    line_hash = line_hasher(defaults)  # each job carries its line's hash, which its answer records
+    first = 1
+    for block in iter_blocks(plan.path):
+        if first > plan.last_line:
+            break
+        count = block.count(b"\n")
+        end = first + count + 1  # a last line without a newline counts too
+        if lanes.find(mark, first, end) >= 0:
+            for line_no, raw in block_lines(first, block):
+                if line_no < len(lanes) and lanes[line_no] == lane:
+                    item = parse_line(raw, line_no, defaults)
+                    if isinstance(item, Job):
+                        item.line_hash = line_hash(raw)
+                    yield item
+        first += count

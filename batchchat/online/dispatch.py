@@ -1,11 +1,12 @@
-"""The dispatcher: reads the planned lines in file order into one lane per model, and admits each lane's lines
-through its model's budget to a worker.
+"""The dispatcher: one reader per lane of the plan (a model's lines, or the invalid ones), each reading its own
+lines in file order into a queue per model, and admitting each queue's lines through its model's budget to a
+worker.
 
-A lane is a bounded queue with its own admission loop, so a line waiting for its model's budget never holds
-back the lines of other models (no head-of-line blocking). Memory stays bounded: at most `LANE_DEPTH` parsed
-lines wait in each lane; when one lane is full the reader waits for it, and the other lanes go on with what
-they hold (that model is then the run's bottleneck). Invalid lines and requests that can never fit their
-model's budget become error lines without being sent.
+Each model's lines are read by a reader of their own (the pre-scan recorded each line's lane: a byte a line),
+so a model runs at its own limit whatever the file's order and mix: a file whose first thousand lines are one
+model and whose next hundred are another runs them side by side, not one after the other. Memory stays bounded:
+at most `LANE_DEPTH` parsed lines wait in each queue, and a reader whose queue is full waits for it alone.
+Invalid lines and requests that can never fit their model's budget become error lines without being sent.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from batchchat.config.settings import RunSettings
 from batchchat.input.parse import InvalidLine, Job
-from batchchat.input.plan import Plan, iter_pending
+from batchchat.input.plan import Plan, iter_lane
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import hand_over
@@ -25,41 +26,51 @@ from batchchat.output.lines import Result
 from batchchat.pacing.pacer import Pacer, job_model
 from batchchat.report.counters import Counters
 
-LANE_DEPTH = 256  # parsed lines waiting per model: the reader runs at most this far ahead of a model's budget
+LANE_DEPTH = 256  # parsed lines waiting per model: a reader runs at most this far ahead of its model's budget
 
 
 async def dispatch(plan: Plan, settings: RunSettings, pacer: Pacer, counters: Counters, control: StopControl,
                    pool: WorkerPool, results: Any, spending: Any = None, cache: Any = None) -> None:
-    """Admit every line of `plan` with work to do, each model's in file order, until the plan ends or the run
-    stops. With `cache` (`cache.hook.RunCache`), a line the cache answers is written from it instead."""
-    lanes: dict[str, ObjectSendStream[tuple[Job, int, int]]] = {}
-    async with anyio.create_task_group() as group:
-        try:
-            for item in iter_pending(plan, settings.defaults):
-                line_no = item.line_no
-                if isinstance(item, InvalidLine):
-                    await hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
-                                                    error_message=item.describe(plan.display)))
-                    continue
-                if cache is not None and (hit := cache.serve(item)) is not None:  # --cache: never sent
-                    await hand_over(results, hit)
-                    continue
-                prompt, cost = pacer.charge(item)
-                too_large = pacer.too_large(item, cost)
-                if too_large is not None:
-                    await hand_over(results, Result(item.custom_id, line_no, error_code="request_too_large",
-                                                    metadata=item.metadata, error_message=too_large))
-                    continue
-                model = job_model(item)
-                lane = lanes.get(model)
-                if lane is None:
-                    lane, receive = anyio.create_memory_object_stream[tuple[Job, int, int]](LANE_DEPTH)
-                    lanes[model] = lane
-                    group.start_soon(_admit_lane, receive, pacer, counters, control, pool, results, spending)
-                await lane.send((item, prompt, cost))
-        finally:
-            for lane in lanes.values():
-                lane.close()
+    """Admit every line of `plan` with work to do, each model's in file order and at its own pace, until the plan
+    ends or the run stops. With `cache` (`cache.hook.RunCache`), a line the cache answers is written from it
+    instead."""
+    async with anyio.create_task_group() as group:  # one group: a failure reaches the caller in one group
+        for lane in sorted(plan.lanes_used):
+            group.start_soon(_read, group, plan, lane, settings, pacer, counters, control, pool, results, spending,
+                             cache)
+
+
+async def _read(group: Any, plan: Plan, lane: int, settings: RunSettings, pacer: Pacer, counters: Counters,
+                control: StopControl, pool: WorkerPool, results: Any, spending: Any, cache: Any) -> None:
+    """Read one lane of the plan into a queue per model (one, but for the lane shared past 253 models), each
+    admitted by a task of `group`."""
+    queues: dict[str, ObjectSendStream[tuple[Job, int, int]]] = {}
+    try:
+        for item in iter_lane(plan, settings.defaults, lane):
+            line_no = item.line_no
+            if isinstance(item, InvalidLine):
+                await hand_over(results, Result(item.custom_id, line_no, error_code="invalid_request",
+                                                error_message=item.describe(plan.display)))
+                continue
+            if cache is not None and (hit := cache.serve(item)) is not None:  # --cache: never sent
+                await hand_over(results, hit)
+                continue
+            prompt, cost = pacer.charge(item)
+            too_large = pacer.too_large(item, cost)
+            if too_large is not None:
+                await hand_over(results, Result(item.custom_id, line_no, error_code="request_too_large",
+                                                metadata=item.metadata, error_message=too_large))
+                continue
+            model = job_model(item)
+            queue = queues.get(model)
+            if queue is None:
+                queue, receive = anyio.create_memory_object_stream[tuple[Job, int, int]](LANE_DEPTH)
+                queues[model] = queue
+                group.start_soon(_admit_lane, receive, pacer, counters, control, pool, results, spending)
+            await queue.send((item, prompt, cost))
+    finally:
+        for queue in queues.values():
+            queue.close()
 
 
 async def _admit_lane(receive: ObjectReceiveStream[tuple[Job, int, int]], pacer: Pacer, counters: Counters,

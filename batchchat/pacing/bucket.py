@@ -5,8 +5,8 @@ so the same functions run in process (`LocalStore`) and, line for line, as Lua i
 (`batchchat/pacing/lua/`). Each limit L per minute is a bucket of capacity `max(1, L * burst_seconds / 60)`
 that leaks at `L / 60` a second. A budget starts primed (the first request just fits, the rest are paced:
 no burst at the start); a request larger than the token bucket goes from an empty bucket and leaves the rest
-as debt; `pause` holds every caller and leaves the buckets full at the cooldown's end, so traffic resumes at
-the paced rate.
+as debt; `pause` holds every caller and starts the budget afresh at the cooldown's end (primed again: the
+first request then just fits and the rest are paced, no burst, and no turn lost).
 A limit that is None is unlimited (its level stays 0). Limits are passed on every call: when they change,
 the levels are kept and only capacity and rate move.
 """
@@ -68,22 +68,23 @@ def reserve(state: BucketState, limits: Limits, tokens: float, now: float) -> fl
     """Take one request and `tokens` if both fit now and no cooldown holds: return 0.0.
 
     Otherwise take nothing and return the seconds until they would fit (the longest of the cooldown left and
-    each limit's shortfall over its rate). The first call primes the budget so that it just fits.
+    each limit's shortfall over its rate). The first call (at the start, or after a `pause`) primes the budget
+    so that this request just fits at the end of the cooldown, if one holds, or now.
     """
     drain(state, limits, now)
     rpm, tpm = limits.rpm, limits.tpm
     cap_requests = 0.0 if rpm is None else capacity(rpm, limits.burst_seconds)
     cap_tokens = 0.0 if tpm is None else capacity(tpm, limits.burst_seconds)
     take = 0.0 if tpm is None else min(tokens, cap_tokens)
-    if not state.started:
-        state.started = True
-        if rpm is not None:
-            state.requests = max(state.requests, cap_requests - 1.0)
-        if tpm is not None:
-            state.tokens = max(state.tokens, cap_tokens - take)
     wait = state.cooldown_until - now
     if wait < 0.0:
         wait = 0.0
+    if not state.started:
+        state.started = True
+        if rpm is not None:
+            state.requests = max(state.requests, cap_requests - 1.0 + wait * (rpm / 60.0))
+        if tpm is not None:
+            state.tokens = max(state.tokens, cap_tokens - take + wait * (tpm / 60.0))
     lag = state.stamp - now  # the levels are as of `stamp`: a `now` before it waits out the difference too
     if lag < 0.0:
         lag = 0.0
@@ -119,22 +120,16 @@ def adjust_requests(state: BucketState, limits: Limits, requests: float, now: fl
 
 
 def pause(state: BucketState, limits: Limits, seconds: float, now: float) -> None:
-    """Hold every caller until `now + seconds` (a cooldown only grows), with both buckets still full at its end.
+    """Hold every caller until `now + seconds` (a cooldown only grows); at its end the budget starts afresh.
 
-    The levels are raised to capacity plus what leaks during the cooldown, so traffic resumes at the paced
-    rate when it ends, not in a burst of a whole bucket (a cooldown outlasts `burst_seconds`).
+    The levels are left as they are (they leak meanwhile) and the budget is primed again by the next `reserve`,
+    as of the cooldown's end: the first request then just fits and the rest are paced, so traffic resumes at
+    the paced rate, not in a burst of a whole bucket, and without losing a turn (a 429's retry after 20 ms
+    goes after 20 ms, not a whole request's interval later).
     """
     drain(state, limits, now)
     state.cooldown_until = max(state.cooldown_until, now + seconds)
-    remaining = state.cooldown_until - now
-    if remaining < 0.0:
-        remaining = 0.0
-    if limits.rpm is not None:
-        full = capacity(limits.rpm, limits.burst_seconds) + remaining * (limits.rpm / 60.0)
-        state.requests = max(state.requests, full)
-    if limits.tpm is not None:
-        full = capacity(limits.tpm, limits.burst_seconds) + remaining * (limits.tpm / 60.0)
-        state.tokens = max(state.tokens, full)
+    state.started = False
 
 
 def idle_after(state: BucketState, limits: Limits) -> float:

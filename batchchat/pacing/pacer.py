@@ -23,8 +23,6 @@ from batchchat.pacing.headers import RateLimitHeaders
 from batchchat.pacing.store import BudgetStore, LocalStore
 from batchchat.pacing.tokens import charged_tokens, completion_cap
 
-DEFAULT_429_COOLDOWN = 1.0  # seconds, when a 429 names no wait (the first in a row; see budget.py)
-
 
 def job_model(job: Job) -> str:
     """The model a job asks for ("" when it names none: the server's default)."""

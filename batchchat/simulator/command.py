@@ -8,7 +8,7 @@ import typer
 
 from batchchat.simulator.config import RETRY_AFTER_STYLES, SimulatorConfig
 from batchchat.simulator.faults import FAULT_KINDS
-from batchchat.simulator.limits import LIMIT_KINDS
+from batchchat.simulator.limits import HEADER_MODES, LIMIT_KINDS
 from batchchat.simulator.models import DEFAULT_MODELS
 
 __all__ = ["parse_faults", "parse_model_limits", "serve"]
@@ -69,6 +69,13 @@ def serve(
             "per whole second; a calendar-minute counter like LiteLLM's, no reset header)."
         ),
     ] = "bucket",
+    limit_headers: Annotated[
+        str,
+        typer.Option(
+            help=f"What x-ratelimit-* headers describe: {', '.join(HEADER_MODES)} (OpenAI's shape: a per-minute "
+            "bucket refilled continuously, while admission is per second; the admitting counter itself)."
+        ),
+    ] = "minute",
     retry_after_style: Annotated[
         str,
         typer.Option(
@@ -185,6 +192,7 @@ def serve(
             rate_limit_headers=rate_limit_headers,
             model_limits=parse_model_limits(model_limit or []),
             limit_kind=limit_kind,
+            limit_headers=limit_headers,
             retry_after_style=retry_after_style,
             request_id_header=request_id_header,
             models=served,

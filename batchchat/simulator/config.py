@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from batchchat.simulator.batch_config import BatchConfig
 from batchchat.simulator.faults import FAULT_KINDS
-from batchchat.simulator.limits import LIMIT_KINDS
+from batchchat.simulator.limits import HEADER_MODES, LIMIT_KINDS
 from batchchat.simulator.models import ANY_MODEL, DEFAULT_MODELS
 
 __all__ = ["RETRY_AFTER_STYLES", "SimulatorConfig"]
@@ -24,7 +24,9 @@ class SimulatorConfig:
     Limits: `rpm`/`tpm` per (API key, model) (None = unlimited); `model_limits` {model: (rpm, tpm)}
     replaces them for the models it names. `limit_kind` (see `limits.LIMIT_KINDS`): "bucket" holds
     `limit_window` seconds' worth of the per-minute limit, "strict" a second's worth per whole
-    second, "minute" a calendar-minute counter (LiteLLM). `retry_after_style` of 429s: "openai"
+    second, "minute" a calendar-minute counter (LiteLLM). `limit_headers` (`limits.HEADER_MODES`): what the
+    x-ratelimit-* headers describe: "minute" (OpenAI's shape) a per-minute bucket refilled continuously while
+    admission is per second, "admission" the admitting counter itself. `retry_after_style` of 429s: "openai"
     (retry-after + retry-after-ms), "litellm" (llm_provider-retry-after: seconds to the minute's
     end) or "none"; `request_id_header` names the request id header. `models`: the names served
     (plus those of `model_limits`; "*" = any name; others get 404 model_not_found). `workers`: at
@@ -42,6 +44,7 @@ class SimulatorConfig:
     rate_limit_headers: bool = True
     model_limits: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
     limit_kind: str = "bucket"
+    limit_headers: str = "minute"
     retry_after_style: str = "openai"
     request_id_header: str = "x-request-id"
     models: Sequence[str] = DEFAULT_MODELS
@@ -106,6 +109,8 @@ class SimulatorConfig:
         object.__setattr__(self, "model_limits", limits)
         if self.limit_kind not in LIMIT_KINDS:
             raise ValueError(f"limit_kind must be one of {', '.join(LIMIT_KINDS)}, got {self.limit_kind!r}")
+        if self.limit_headers not in HEADER_MODES:
+            raise ValueError(f"limit_headers must be one of {', '.join(HEADER_MODES)}, got {self.limit_headers!r}")
         if self.retry_after_style not in RETRY_AFTER_STYLES:
             styles = ", ".join(RETRY_AFTER_STYLES)
             raise ValueError(f"retry_after_style must be one of {styles}, got {self.retry_after_style!r}")

@@ -17,8 +17,16 @@ counters of its (key, model) or to neither:
 
 In every kind a charge above the per-minute limit itself is refused for good ("Request too
 large"). Header values: remaining = limit - (charged and not yet released), reset = time until
-everything charged is released. Time comes from an injectable clock, so tests pin exact values
-without sleeping.
+everything charged is released, of the counter the headers describe (`HEADER_MODES`):
+
+- `minute` (OpenAI's shape, the default): a per-minute bucket of capacity `limit`, refilled
+  continuously at ``limit / 60`` per second, charged with every admitted request, while admission is
+  enforced by the kind's own per-second counter. Its `remaining` is evidence about the minute: it can
+  show most of the minute's budget left while a burst inside one second gets a 429. The calendar-minute
+  kind is its own per-minute counter: its headers describe it in either mode.
+- `admission`: the counter that admits (a second-scale bucket or window), as it stands.
+
+Time comes from an injectable clock, so tests pin exact values without sleeping.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import math
 from collections.abc import Callable, Mapping
 
 __all__ = [
+    "HEADER_MODES",
     "LIMIT_KINDS",
     "Bucket",
     "Decision",
@@ -38,6 +47,7 @@ __all__ = [
 ]
 
 LIMIT_KINDS: tuple[str, ...] = ("bucket", "strict", "minute")
+HEADER_MODES: tuple[str, ...] = ("minute", "admission")
 
 _EPS = 1e-9
 
@@ -221,22 +231,52 @@ def _counter(kind: str, limit: int | None, window: float, now: float) -> Counter
 
 
 class KeyLimits:
-    """The request and token counters of one (API key, model)."""
+    """The request and token counters of one (API key, model), and the per-minute buckets its headers describe
+    (`shown_*`: the admitting counters themselves in `admission` mode and for the calendar-minute kind)."""
 
-    __slots__ = ("requests", "tokens")
+    __slots__ = ("requests", "shown_requests", "shown_tokens", "tokens")
 
     def __init__(
-        self, rpm: int | None, tpm: int | None, window: float, now: float, kind: str = "bucket"
+        self, rpm: int | None, tpm: int | None, window: float, now: float, kind: str = "bucket",
+        header_mode: str = "minute",
     ) -> None:
         self.requests = _counter(kind, rpm, window, now)
         self.tokens = _counter(kind, tpm, window, now)
+        minute = header_mode == "minute" and kind != "minute"
+        self.shown_requests = Bucket(rpm, 60.0, now) if minute and rpm else self.requests
+        self.shown_tokens = Bucket(tpm, 60.0, now) if minute and tpm else self.tokens
+
+    def drain(self, now: float) -> None:
+        """Bring every counter to `now`."""
+        req, tok, shown_req, shown_tok = self.requests, self.tokens, self.shown_requests, self.shown_tokens
+        if req is not None:
+            req.drain(now)
+            if shown_req is not req:
+                shown_req.drain(now)  # type: ignore[union-attr]
+        if tok is not None:
+            tok.drain(now)
+            if shown_tok is not tok:
+                shown_tok.drain(now)  # type: ignore[union-attr]
+
+    def charge(self, tokens: int) -> None:
+        """Count one admitted request of `tokens` in every counter."""
+        req, tok, shown_req, shown_tok = self.requests, self.tokens, self.shown_requests, self.shown_tokens
+        if req is not None:
+            req.used += 1
+            if shown_req is not req:
+                shown_req.used += 1  # type: ignore[union-attr]
+        if tok is not None:
+            tok.used += tokens
+            if shown_tok is not tok:
+                shown_tok.used += tokens  # type: ignore[union-attr]
 
 
 class Limiter:
     """Per-(key, model) rpm/tpm counters with an injectable clock; also renders x-ratelimit-* headers.
 
     `rpm`/`tpm` apply to every model not in `model_limits` ({model: (rpm, tpm)}, None = no limit);
-    `kind` is one of `LIMIT_KINDS`; `window` sizes the `bucket` kind's burst.
+    `kind` is one of `LIMIT_KINDS`; `window` sizes the `bucket` kind's burst; `header_mode` (`HEADER_MODES`)
+    says which counter the headers describe.
     """
 
     def __init__(
@@ -248,11 +288,15 @@ class Limiter:
         headers: bool = True,
         kind: str = "bucket",
         model_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
+        header_mode: str = "minute",
     ) -> None:
         import time
 
         if kind not in LIMIT_KINDS:
             raise ValueError(f"unknown limit kind {kind!r}; known: {', '.join(LIMIT_KINDS)}")
+        if header_mode not in HEADER_MODES:
+            raise ValueError(f"unknown header mode {header_mode!r}; known: {', '.join(HEADER_MODES)}")
+        self.header_mode = header_mode
         self.rpm = rpm
         self.tpm = tpm
         self.window = window
@@ -272,12 +316,9 @@ class Limiter:
         now = self.clock()
         if limits is None:
             rpm, tpm = self.model_limits.get(model, (self.rpm, self.tpm))
-            limits = self._keys[(key, model)] = KeyLimits(rpm, tpm, self.window, now, self.kind)
+            limits = self._keys[(key, model)] = KeyLimits(rpm, tpm, self.window, now, self.kind, self.header_mode)
         else:
-            if limits.requests is not None:
-                limits.requests.drain(now)
-            if limits.tokens is not None:
-                limits.tokens.drain(now)
+            limits.drain(now)
         return limits
 
     def admit(self, key: str, tokens: int, model: str = "") -> Decision:
@@ -294,10 +335,7 @@ class Limiter:
             wait = tok.wait(tokens)
             if wait > 0:
                 return Decision(False, "tokens", wait, tok.limit, math.ceil(tok.used - _EPS), tokens)
-        if req is not None:
-            req.used += 1
-        if tok is not None:
-            tok.used += tokens
+        limits.charge(tokens)
         return ADMITTED
 
     def minute_left(self) -> float:
@@ -310,7 +348,7 @@ class Limiter:
             return b""
         limits = self._limits(key, model)
         out = []
-        req, tok = limits.requests, limits.tokens
+        req, tok = limits.shown_requests, limits.shown_tokens
         if req is not None:
             out.append(f"x-ratelimit-limit-requests: {req.limit}\r\n")
         if tok is not None:

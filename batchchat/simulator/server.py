@@ -115,6 +115,7 @@ class SimulatorApp:
             config.rate_limit_headers,
             config.limit_kind,
             config.model_limits,
+            config.limit_headers,
         )
         self.models = ModelTable(config.models, config.model_limits)
         self.retry_style = config.retry_after_style

@@ -11,19 +11,20 @@ if tpm ~= nil then
   cap_tokens = capacity(tpm, burst)
   take = math.min(tokens, cap_tokens)
 end
-if not s.started then
-  -- primed: the first request just fits, the rest are paced (no burst at the start)
-  s.started = true
-  if rpm ~= nil then
-    s.requests = math.max(s.requests, cap_requests - 1.0)
-  end
-  if tpm ~= nil then
-    s.tokens = math.max(s.tokens, cap_tokens - take)
-  end
-end
 local wait = s.cool - now
 if wait < 0.0 then
   wait = 0.0
+end
+if not s.started then
+  -- primed (at the start, or after a pause) as of the cooldown's end: this request just fits then, the rest are
+  -- paced (no burst)
+  s.started = true
+  if rpm ~= nil then
+    s.requests = math.max(s.requests, cap_requests - 1.0 + wait * (rpm / 60.0))
+  end
+  if tpm ~= nil then
+    s.tokens = math.max(s.tokens, cap_tokens - take + wait * (tpm / 60.0))
+  end
 end
 local lag = s.stamp - now
 if lag < 0.0 then
