@@ -5,9 +5,9 @@
     python -m benchmarks.run_all --only pacing,fleet   # rerun some: the other sections of RESULTS.md are kept
 
 Measured on 2 cores: the full run's parts take about throughput 1, latency 1, utilisation 3, memory 4,
-resume 0.5, startup 0.2, adaptive 4, cap 0.5, cap_fleet 2, batch 0.2, pacing 13, fleet 8, blocks 3 and data 9
-minutes. With
-`--only` and an existing report the new sections are merged into it (benchmarks/report.py says how); plots
+resume 1.5, startup 0.2, adaptive 4, cap 0.5, cap_fleet 2, batch 0.2, pacing 13, fleet 8, blocks 3, data 9 and
+cpu 5 minutes. With `--only` and an existing report the new sections are merged into it (benchmarks/report.py
+says how); plots
 are always written to benchmarks/results/, whatever `--out` says.
 """
 
@@ -26,7 +26,7 @@ from benchmarks import report
 from benchmarks.common import RESULTS_DIR, Section, log, machine_info, table, workdir
 
 BENCHES = ["throughput", "latency", "utilisation", "memory", "resume", "startup", "adaptive", "cap", "cap_fleet",
-           "batch", "pacing", "fleet", "blocks", "data"]
+           "batch", "pacing", "fleet", "blocks", "data", "cpu"]
 
 
 def main(argv: list[str] | None = None) -> int:

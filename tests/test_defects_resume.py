@@ -13,9 +13,10 @@ from cli_process import cli, cli_env
 from helpers import chat_lines, read_output, run_options, write_jobs
 
 import batchchat
+from batchchat.config.settings import JobDefaults
 from batchchat.errors import UsageError
 from batchchat.output.ids import IdIndex, IdIndexBuilder, id_key
-from batchchat.output.lines import Result, encode_result, request_fingerprint
+from batchchat.output.lines import Result, encode_result, line_hasher, request_fingerprint
 from batchchat.output.resume import load_resume_index
 from batchchat.simulator import Simulator
 
@@ -29,12 +30,16 @@ async def test_each_answer_records_the_fingerprint_of_its_request(tmp_path: Path
     assert summary.exit_code == 0
     raw = (tmp_path / "in.results.jsonl").read_bytes().splitlines()
     by_id = {orjson.loads(line)["custom_id"]: line for line in raw}
+    line_hash = line_hasher(JobDefaults())  # the run's defaults: none given
     for line in lines:
         body = {k: v for k, v in line.items() if k != "custom_id"}
         fingerprint = request_fingerprint("/v1/chat/completions", body)
-        # after the head (id, custom_id, error), where the resume's regular expressions read it
+        # after the head (id, custom_id, error), where the resume's regular expressions read it, and then the
+        # hash of the input line as it was read
         assert by_id[line["custom_id"]].startswith(b'{"id":"batch_req_')
-        assert f'"error":null,"fingerprint":"{fingerprint}","response":'.encode() in by_id[line["custom_id"]]
+        hashed = f"{line_hash(orjson.dumps(line)):016x}"
+        assert (f'"error":null,"fingerprint":"{fingerprint}","line_hash":"{hashed}","response":'.encode()
+                in by_id[line["custom_id"]])
     index = load_resume_index(tmp_path / "in.results.jsonl")
     for line in lines:
         body = {k: v for k, v in line.items() if k != "custom_id"}
@@ -173,7 +178,7 @@ def test_the_id_index_is_exact_for_the_ids_it_holds() -> None:
     assert not any(f"x{i}" in index for i in range(20_000))
     assert index.fingerprint(index.position("r5")) == 5 and index.fingerprint(index.position("r6")) == 0
     assert index.keys() == sorted(map(id_key, ids))
-    assert index.nbytes() < 30 * len(ids) + 300_000  # 24 bytes an id, and a fixed table of prefixes
+    assert index.nbytes() < 34 * len(ids) + 300_000  # 32 bytes an id, and a fixed table of prefixes
 
 
 def test_the_last_fingerprint_of_an_id_wins() -> None:
@@ -186,8 +191,8 @@ def test_the_last_fingerprint_of_an_id_wins() -> None:
 
 
 def test_a_million_done_ids_fit_in_a_small_index() -> None:
-    """The index of a million done ids held as str took ~90 MB; as hashes it is 24 MB (measured in a fresh
-    process, so that other tests' memory does not count)."""
+    """The index of a million done ids held as str took ~90 MB; as hashes (with a fingerprint and a line hash
+    each) it is 32 MB (measured in a fresh process, so that other tests' memory does not count)."""
     code = (
         "from batchchat.output.ids import IdIndexBuilder\n"
         "b = IdIndexBuilder()\n"
@@ -200,7 +205,7 @@ def test_a_million_done_ids_fit_in_a_small_index() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     nbytes, peak_kb = map(int, done.stdout.split())
-    assert nbytes < 26_000_000
+    assert nbytes < 34_000_000
     assert peak_kb < 80_000  # the interpreter, the builder's buckets and the index together (~52 MB)
 
 

@@ -25,7 +25,6 @@ from helpers import TEST_KEY, chat_lines, read_output, run_options, write_jobs
 import batchchat
 from batchchat.errors import ExitCode, ResultCallbackError, UsageError
 from batchchat.input.reader import MAX_LINE_BYTES, iter_raw_lines
-from batchchat.online import engine as engine_module
 from batchchat.online import prepare as prepare_module
 from batchchat.output import writer as writer_module
 from batchchat.simulator import Simulator, SimulatorConfig
@@ -107,7 +106,7 @@ async def test_the_prescan_resume_index_and_compaction_run_off_the_event_loop(
             return real(*args, **kwargs)
         return call
 
-    for module, name in ((prepare_module, "load_resume_index"), (engine_module, "scan"), (prepare_module, "compact")):
+    for module, name in ((prepare_module, "load_resume_index"), (prepare_module, "scan"), (prepare_module, "compact")):
         monkeypatch.setattr(module, name, slowed(getattr(module, name)))
     warm = await batchchat.arun(write_jobs(tmp_path / "warm.jsonl", chat_lines(1)), **run_options(sim))
     assert warm.exit_code == 0  # the sender is imported (once per process, on the loop)

@@ -34,6 +34,7 @@ class Job:
     body: dict[str, Any]
     line_no: int
     metadata: Any = None
+    line_hash: int = 0  # of the input line as read, with the run's defaults (`output.lines.line_hasher`; 0: none)
 
 
 @dataclass(slots=True)

@@ -7,11 +7,12 @@ and Batch API) start from a `Plan`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from batchchat.errors import UsageError
 from batchchat.input.parse import InvalidLine, Job, derived_id, parse_line
 from batchchat.input.reader import LEADING_ID, block_lines, iter_blocks, iter_raw_lines, leading_ids
 from batchchat.output.ids import IdIndex
-from batchchat.output.lines import request_fingerprint
+from batchchat.output.lines import line_hasher, request_fingerprint
 from batchchat.output.resume import ResumeIndex
 from batchchat.pacing.tokens import completion_cap, prompt_estimate
 
@@ -52,6 +53,7 @@ class Plan:
     left: int = 0  # lines with work to do beyond --limit, left for a later run
     notes: list[str] = field(default_factory=list)
     groups: set[tuple[str, str]] = field(default_factory=set)  # (endpoint path, model) of the valid lines to run
+    input_sha256: str | None = None  # of the bytes the plan was made from (None: not all of them were read)
     lanes: bytearray = field(default_factory=bytearray)  # by line number: the lane of a line to send (NO_LANE: none)
     models: dict[str, int] = field(default_factory=dict)  # a model's lane
     lanes_used: set[int] = field(default_factory=set)
@@ -73,6 +75,11 @@ class Plan:
             lanes.extend(bytes(line_no - len(lanes) + 4096))
         lanes[line_no] = lane
         self.lanes_used.add(lane)
+
+
+def sealed_plan(path: Path, display: str, lines: int, input_sha256: str) -> Plan:
+    """The plan of a job its output's seal shows finished (`output.seal`): every one of its lines done."""
+    return Plan(path, display, bytearray(), skipped=lines, input_sha256=input_sha256)
 
 
 def open_input(spec: str, stack: ExitStack, settings: RunSettings | None = None) -> tuple[Path, str]:
@@ -121,8 +128,9 @@ def scan(path: Path, display: str, settings: RunSettings,
     `ResumeIndex`, or the done ids (`IdIndex` or str) with `failed` beside. With `limit`,
     only the first `limit` lines with work to do are planned; `Plan.left` counts the others.
 
-    The input is read a block of lines at a time; a block whose every line starts with a custom_id done without
-    a fingerprint is skipped whole, without parsing a line.
+    A done line whose bytes (and the run's defaults) hash as recorded with its answer is unchanged without being
+    parsed. The input is read a block of lines at a time; a block whose every line starts with a custom_id done
+    and unchanged that way (or done without a fingerprint) is skipped whole, without parsing a line.
     """
     from array import array
     from itertools import pairwise
@@ -139,8 +147,12 @@ def scan(path: Path, display: str, settings: RunSettings,
     lines = 0
     first = 1  # the number of the block's first line
     shard = settings.shard
+    line_hash = line_hasher(settings.defaults)
+    digest, read = hashlib.sha256(), 0  # of the bytes read: a finished job's output is sealed with it
     for block in iter_blocks(path):
-        skipped = _skip_block(plan, first, block, done, met) if len(done) else 0
+        digest.update(block)
+        read += len(block)
+        skipped = _skip_block(plan, first, block, done, met, line_hash) if len(done) else 0
         if skipped:
             lines += skipped
             first += skipped
@@ -153,7 +165,7 @@ def scan(path: Path, display: str, settings: RunSettings,
             item: Job | InvalidLine | None = None
             resent = False
             position = -1
-            recorded = 0
+            recorded = recorded_line = 0
             if len(done):
                 custom_id = _line_id(raw, line_no)  # found without validating the line
                 found = done.lookup(custom_id) if custom_id is not None else None
@@ -163,8 +175,10 @@ def scan(path: Path, display: str, settings: RunSettings,
                         custom_id = item.custom_id
                         found = done.lookup(custom_id)
                 if found is not None:
-                    position, recorded = found
+                    position, recorded, recorded_line = found
             if position >= 0:
+                if recorded and recorded_line and item is None and line_hash(raw) == recorded_line:
+                    recorded = 0  # the very line answered, under the same defaults: unchanged
                 if recorded and item is None:
                     item = parse_line(raw, line_no, settings.defaults)
                 if met[position]:
@@ -216,6 +230,8 @@ def scan(path: Path, display: str, settings: RunSettings,
         raise UsageError(f"{display}: no requests (the file is empty or has only blank lines)")
     if plan.changed and not resend_changed:
         raise UsageError(_changed_message(display, settings, plan.changed, changed))
+    if read == path.stat().st_size:  # else a line too long was cut: its bytes were not all read
+        plan.input_sha256 = digest.hexdigest()
     return plan
 
 
@@ -248,13 +264,18 @@ def _fingerprint(item: Job | InvalidLine | None) -> int:
     return int(request_fingerprint(item.url, item.body), 16)
 
 
-def _skip_block(plan: Plan, first: int, block: bytes, done: IdIndex, met: bytearray) -> int:
-    """Skip a whole block at once if every line starts with a plain custom_id, done without a fingerprint and not
-    met before: the number of lines skipped, or 0 (nothing changed)."""
-    ids = leading_ids(block) if block.endswith(b"\n") else None
+def _skip_block(plan: Plan, first: int, block: bytes, done: IdIndex, met: bytearray,
+                line_hash: Callable[[bytes], int]) -> int:
+    """Skip a whole block at once if every line starts with a plain custom_id, done and unchanged (its line hashes
+    as recorded, or no fingerprint recorded) and not met before: the number of lines skipped, or 0 (nothing
+    changed)."""
+    ids = leading_ids(block) if block.endswith(b"\n") and b"\r" not in block else None
     if not ids:
         return 0
-    positions = done.positions_unmarked(map(str.encode, ids))
+    lines = block.split(b"\n")
+    lines.pop()  # after the last newline
+    hashes = list(map(line_hash, lines)) if done.fingerprinted else [0] * len(lines)
+    positions = done.positions_unchanged(map(str.encode, ids), hashes)
     if positions is None or any(map(met.__getitem__, positions)):
         return 0
     if len(set(positions)) != len(positions):  # an id repeats within the block: line by line finds which
@@ -318,14 +339,19 @@ def describe_invalid(plan: Plan) -> str:
 
 def iter_pending(plan: Plan, defaults: JobDefaults) -> Iterator[Job | InvalidLine]:
     """The plan's lines with work to do, parsed, in file order: what both paths send (done lines and other
-    shards' lines are skipped, and reading stops after the last line with work)."""
+    shards' lines are skipped, and reading stops after the last line with work). Each job carries the hash of
+    its line (`output.lines.line_hasher`), which its answer records."""
     skip = plan.skip
+    line_hash = line_hasher(defaults)
     for line_no, raw in iter_raw_lines(plan.path):
         if line_no > plan.last_line:
             break  # the rest is done already
         if line_no < len(skip) and skip[line_no]:
             continue
-        yield parse_line(raw, line_no, defaults)
+        item = parse_line(raw, line_no, defaults)
+        if isinstance(item, Job):
+            item.line_hash = line_hash(raw)
+        yield item
 
 
 def iter_lane(plan: Plan, defaults: JobDefaults, lane: int) -> Iterator[Job | InvalidLine]:
@@ -333,6 +359,7 @@ def iter_lane(plan: Plan, defaults: JobDefaults, lane: int) -> Iterator[Job | In
     dispatcher sends. A block of the file with no line of the lane is passed over without splitting it."""
     lanes = plan.lanes
     mark = bytes([lane])
+    line_hash = line_hasher(defaults)  # each job carries its line's hash, which its answer records
     first = 1
     for block in iter_blocks(plan.path):
         if first > plan.last_line:
@@ -342,5 +369,8 @@ def iter_lane(plan: Plan, defaults: JobDefaults, lane: int) -> Iterator[Job | In
         if lanes.find(mark, first, end) >= 0:
             for line_no, raw in block_lines(first, block):
                 if line_no < len(lanes) and lanes[line_no] == lane:
-                    yield parse_line(raw, line_no, defaults)
+                    item = parse_line(raw, line_no, defaults)
+                    if isinstance(item, Job):
+                        item.line_hash = line_hash(raw)
+                    yield item
         first += count

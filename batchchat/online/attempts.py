@@ -119,6 +119,7 @@ class Requester:
             return Result(job.custom_id, job.line_no, outcome.status, outcome.raw, outcome.request_id,
                           attempts=attempts, latency=latency, usage=usage if isinstance(usage, dict) else None,
                           metadata=job.metadata, fingerprint=request_fingerprint(job.url, job.body),
+                          line_hash=job.line_hash,
                           cost_usd=self._spending.line_cost(job, usage) if self._spending is not None else None)
         assert not isinstance(outcome, Fatal)
         message = outcome.message

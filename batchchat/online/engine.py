@@ -19,7 +19,7 @@ import anyio
 from batchchat.config.settings import RunSettings
 from batchchat.errors import ExitCode, OutputWriteError, ResultCallbackError
 from batchchat.http.sender import open_sender
-from batchchat.input.plan import Plan, open_input, scan
+from batchchat.input.plan import Plan, open_input
 from batchchat.money.guard import Spending, check_priced
 from batchchat.online.attempt_watch import AttemptWatch
 from batchchat.online.attempts import Requester
@@ -29,7 +29,6 @@ from batchchat.online.health import endpoint_health
 from batchchat.online.stop import StopControl
 from batchchat.online.workers import WorkerPool
 from batchchat.online.write_stage import WriteStage
-from batchchat.output.lines import Result
 from batchchat.output.stream import StdoutWriter, is_stdout
 from batchchat.output.writer import ResultWriter
 from batchchat.pacing.pacer import Pacer
@@ -46,10 +45,11 @@ from batchchat.online.fleet import open_shared, process_info, shared_ledger, sto
 from batchchat.online.prepare import (
     check_plan,
     compact_off_the_loop,
+    finished_seal,
     first_url,
     no_key_warning,
-    open_output,
     open_run_cache,
+    plan_run,
     start_line,
     write_summary_json,
 )
@@ -110,7 +110,8 @@ class Engine:
                                            self.settings.handle_signals)
             summary = self._summary(plan.display, output)
             if status is not None:
-                status.write("finished" if summary.exit_code in (0, 1) else "stopped", summary.exit_code)
+                status.write("finished" if summary.exit_code in (0, 1) else "stopped", summary.exit_code,
+                             finished_seal(self.settings, self.counters, plan, output, summary.exit_code))
             return summary
 
     def _prepare(self, stack: ExitStack, output: Path) -> Plan:
@@ -120,10 +121,7 @@ class Engine:
                                           shared_ledger(self.settings, self._shared, path, display))
         if self.settings.endpoint.api_key is None:
             self._echo(no_key_warning(self.settings))
-        index = open_output(output, None if self.settings.input == "-" else path, stack, self._echo)
-        plan = scan(path, display, self.settings, index, resend_changed=self.settings.resend_changed,
-                    limit=self.settings.limit)
-        del index  # the plan holds what it needs
+        plan = plan_run(path, display, self.settings, output, stack, self._echo)
         check_plan(plan, self.settings.strict, self._echo)
         if self.settings.max_cost is not None:
             check_priced(plan, self.settings, self._spending.table)
@@ -158,10 +156,10 @@ class Engine:
         settings = self.settings
         control = self._control
         counters = self.counters
-        buffer = max(256, settings.concurrency * 2)
-        send, receive = anyio.create_memory_object_stream[Result](buffer)
         stage = WriteStage(writer, counters, self._pacer.release, self._on_result,  # type: ignore[arg-type]
-                           self._cache.stored if self._cache is not None else None)
+                           buffer=max(256, settings.concurrency * 2),
+                           stored=self._cache.stored if self._cache is not None else None)
+        send = stage  # results go to the stage as into a memory object stream
         sender = open_sender(settings.endpoint, settings.concurrency, self._redact, self._client)
         health = endpoint_health(settings.endpoint, settings.concurrency, plan.groups, control.fail, self._echo)
         watch = self._watch = AttemptWatch(sender, counters.latencies, settings.endpoint.read_timeout, self._echo)
@@ -172,7 +170,7 @@ class Engine:
             async with anyio.create_task_group() as tg:
                 control.task_group = tg
                 written = anyio.Event()
-                tg.start_soon(_write, stage, receive, written, control)
+                tg.start_soon(_write, stage, written, control)
                 tg.start_soon(progress.run)
                 tg.start_soon(watch.run)
                 if status is not None:
@@ -206,10 +204,10 @@ class Engine:
                     await self._shared.close()
 
 
-async def _write(stage: WriteStage, receive: Any, written: anyio.Event, control: StopControl) -> None:
+async def _write(stage: WriteStage, written: anyio.Event, control: StopControl) -> None:
     """The write stage; a failure stops the run at once (nothing more can be recorded)."""
     try:
-        await stage.run(receive)
+        await stage.run()
     except (OutputWriteError, ResultCallbackError):
         control.stop("", grace=None)
         raise

@@ -14,13 +14,16 @@ import orjson
 
 from batchchat.config.settings import RunSettings
 from batchchat.errors import OutputWriteError, UsageError
-from batchchat.input.plan import Plan, describe_invalid
+from batchchat.input.plan import Plan, describe_invalid, scan, sealed_plan
 from batchchat.online.stop import StopControl
 from batchchat.output.compact import compact
 from batchchat.output.lock import RunLock
 from batchchat.output.paths import check_output
 from batchchat.output.resume import ResumeIndex, load_resume_index
+from batchchat.output.seal import make_seal, seal_key, sealed_lines
 from batchchat.output.stream import is_stdout
+from batchchat.report.counters import Counters
+from batchchat.report.status import read_seal
 from batchchat.report.summary import Summary
 
 if TYPE_CHECKING:
@@ -53,18 +56,41 @@ def no_key_warning(settings: RunSettings) -> str:
             "(fine for a local server that needs none)")
 
 
-def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: Callable[[str], None]) -> ResumeIndex:
-    """Check and lock the output (the lock released by `stack`) and read what it holds; `-`: nothing to do."""
+def open_output(output: Path, input_path: Path | None, stack: ExitStack, echo: Callable[[str], None],
+                sealed: Callable[[], tuple[int, str] | None] | None = None) -> ResumeIndex | tuple[int, str]:
+    """Check and lock the output (the lock released by `stack`) and read what it holds; `-`: nothing to do.
+    When `sealed()` finds the job finished (`output.seal`), its (lines, input digest), and nothing is read."""
     if is_stdout(output):  # streamed: nothing to lock, nothing to resume from
         return ResumeIndex()
     check_output(output, input_path)
     lock = RunLock(output)
     lock.acquire()
     stack.callback(lock.release)
+    if sealed is not None and (found := sealed()) is not None:
+        return found
     index = load_resume_index(output)
     if index.repair:
         echo(f"batchchat: {index.repair}")
     return index
+
+
+def plan_run(path: Path, display: str, settings: RunSettings, output: Path, stack: ExitStack,
+             echo: Callable[[str], None]) -> Plan:
+    """Lock the output and plan the run: from its seal when the job is finished and unchanged since
+    (`output.seal`: nothing read), else from what the output holds and a scan of the whole input."""
+    key = seal_key(settings.defaults, settings.shard)
+    found = open_output(output, None if settings.input == "-" else path, stack, echo,
+                        lambda: sealed_lines(read_seal(output), output, path, key))
+    if isinstance(found, tuple):
+        return sealed_plan(path, display, *found)
+    return scan(path, display, settings, found, resend_changed=settings.resend_changed, limit=settings.limit)
+
+
+def finished_seal(settings: RunSettings, c: Counters, plan: Plan, output: Path, exit_code: int) -> dict | None:
+    """The seal of an output a run left holding every line of its input done (`output.seal`), or None."""
+    if exit_code != 0 or c.failed or c.left or c.done < c.total or plan.input_sha256 is None or is_stdout(output):
+        return None
+    return make_seal(output, plan.input_sha256, seal_key(settings.defaults, settings.shard), c.skipped + c.done)
 
 
 def open_run_cache(settings: RunSettings, stack: ExitStack, warn: Callable[[str], None]) -> Any:

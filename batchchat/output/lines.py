@@ -5,7 +5,7 @@ and reading an output back."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ class Result:
     cost_usd: float | None = None  # the answer's cost at the run's prices (None: no usage, or price unknown)
     holds_slot: bool = False  # a concurrency slot is freed once this result is written
     fingerprint: str | None = None  # of the request answered (see `request_fingerprint`)
+    line_hash: int = 0  # of the input line it answered, with the run's defaults (see `line_hasher`; 0: none)
     cached: bool = False  # written from the request cache (--cache), not sent
     ok: bool = field(init=False)
 
@@ -47,6 +48,29 @@ def request_fingerprint(url: str, body: dict[str, Any]) -> str:
     """
     canonical = url.encode() + b"\n" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(canonical, digest_size=8).hexdigest()
+
+
+LINE_HASH_VERSION = b"batchchat line hash 1"  # a new version when the same line and defaults may make another body
+
+
+def line_hasher(defaults: object) -> Callable[[bytes], int]:
+    """A 64-bit hash of an input line's bytes as read (no line ending), keyed by the run's defaults.
+
+    Written in each answer's line beside its fingerprint: a resume that finds the same line under the same
+    defaults knows the request is unchanged without parsing the line (the fingerprint is what is compared when
+    the line differs: an edit that leaves the request as it was is no change). `defaults` is the run's
+    `JobDefaults`, whose repr names every field that can change a body.
+    """
+    key = hashlib.blake2b(LINE_HASH_VERSION + repr(defaults).encode(), digest_size=32).digest()
+    keyed = hashlib.blake2b(digest_size=8, key=key)
+    from_bytes = int.from_bytes
+
+    def line_hash(raw: bytes) -> int:
+        h = keyed.copy()
+        h.update(raw)
+        return from_bytes(h.digest()) or 1  # 0 means "none"
+
+    return line_hash
 
 
 def _embed_body(raw: bytes, ok: bool) -> Any:
@@ -77,6 +101,8 @@ def encode_result(result: Result, line_id: str) -> bytes:
     }
     if result.fingerprint is not None:  # after the head, which a resume reads by a regular expression
         line["fingerprint"] = result.fingerprint
+        if result.line_hash:
+            line["line_hash"] = f"{result.line_hash:016x}"
     line |= {
         "response": response,
         "usage": result.usage,

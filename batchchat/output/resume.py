@@ -4,8 +4,9 @@ answered, ids that failed), with a torn last line left by a crash repaired."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 import orjson
@@ -14,9 +15,9 @@ from batchchat.errors import UsageError
 from batchchat.input.reader import iter_blocks
 from batchchat.output.ids import IdIndex, IdIndexBuilder
 
-# The start of a line as encode_result writes it: the custom_id, whether the error is null, and the fingerprint
-# of the request (lines written before fingerprints existed have none).
-_FINGERPRINT = rb'(?:,"fingerprint":"([0-9a-f]{16})")?'
+# The start of a line as encode_result writes it: the custom_id, whether the error is null, the fingerprint of
+# the request and the hash of its input line (lines written before they existed have none).
+_FINGERPRINT = rb'(?:,"fingerprint":"([0-9a-f]{16})"(?:,"line_hash":"([0-9a-f]{16})")?)?'
 _HEAD = re.compile(rb'\{"id":"[^"\\]*","custom_id":("(?:[^"\\]|\\.)*"),"error":(null|\{)' + _FINGERPRINT)
 # The same for a plain id (no escapes), matched against every line of a block whole: one item per line, the id,
 # whether the error is null and the fingerprint, or all empty for a line of another shape.
@@ -36,11 +37,11 @@ class ResumeIndex:
 
     @classmethod
     def of(cls, done: Iterable[str] = (), failed: Iterable[str] = (),
-           fingerprints: dict[str, str] | None = None) -> ResumeIndex:
+           fingerprints: dict[str, str] | None = None, line_hashes: dict[str, int] | None = None) -> ResumeIndex:
         """An index from ids given (tests, small sets); `fingerprints` maps ids to their 16 hex digits."""
         numbers = {k: int(v, 16) for k, v in (fingerprints or {}).items()}
         done = list(done)
-        return cls(IdIndex.of(done, numbers), IdIndex.of(set(failed) - set(done)))
+        return cls(IdIndex.of(done, numbers, line_hashes), IdIndex.of(set(failed) - set(done)))
 
 
 class _Reading:
@@ -51,11 +52,12 @@ class _Reading:
         self.failed = IdIndexBuilder()
         self.lines = 0
 
-    def record(self, custom_id: str, ok: bool, fingerprint: bytes | str | None) -> None:
+    def record(self, custom_id: str, ok: bool, fingerprint: bytes | str | None,
+               line_hash: bytes | str | None = None) -> None:
         if not isinstance(custom_id, str):  # no input line can have it: nothing to skip or retry
             return
         if ok:
-            self.done.add(custom_id, int(fingerprint, 16) if fingerprint else 0)
+            self.done.add(custom_id, int(fingerprint, 16) if fingerprint else 0, int(line_hash, 16) if line_hash else 0)
         else:
             self.failed.add(custom_id)
 
@@ -96,7 +98,7 @@ def load_resume_index(path: Path) -> ResumeIndex:
     if tail:
         try:
             parsed = orjson.loads(tail)
-            reading.record(parsed["custom_id"], parsed["error"] is None, _fingerprint_of(parsed))
+            reading.record(parsed["custom_id"], parsed["error"] is None, *_fingerprints_of(parsed))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             pass
         else:
@@ -118,18 +120,27 @@ def _index_block(reading: _Reading, block: bytes) -> int:
     if b"\r" in block:  # a line break of its own to splitlines: the line by line path counts lines as before
         return 0
     heads = _HEAD_PER_LINE.findall(block)
-    if any(not kind for _, kind, _ in heads):  # a line of another shape or an escaped id
+    ids, kinds, fingerprints, line_hashes = zip(*heads, strict=True) if heads else ((), (), (), ())
+    if b"" in kinds:  # a line of another shape or an escaped id
         return 0
     try:  # every id valid UTF-8 (a newline cannot complete another id's character)
-        b"\n".join(custom_id for custom_id, _, _ in heads).decode()
+        b"\n".join(ids).decode()
     except UnicodeDecodeError:
         return 0
-    reading.done.add_encoded([custom_id for custom_id, kind, _ in heads if kind == b"null"],
-                             [int(fingerprint, 16) if fingerprint else 0
-                              for _, kind, fingerprint in heads if kind == b"null"])
-    reading.failed.add_encoded([custom_id for custom_id, kind, _ in heads if kind != b"null"])
+    if b"{" in kinds:  # failures among them
+        done = [i for i, kind in enumerate(kinds) if kind == b"null"]
+        reading.failed.add_encoded([head[0] for head in heads if head[1] != b"null"])
+        ids, fingerprints, line_hashes = ([column[i] for i in done] for column in (ids, fingerprints, line_hashes))
+    reading.done.add_encoded(list(ids), _numbers(fingerprints), _numbers(line_hashes))
     reading.lines += len(heads)
     return len(heads)
+
+
+def _numbers(column: Sequence[bytes]) -> list[int]:
+    """Hex digits as numbers (b"": none recorded, 0)."""
+    if b"" in column:
+        return [int(digits, 16) if digits else 0 for digits in column]
+    return list(map(int, column, repeat(16)))
 
 
 def _index_line(reading: _Reading, path: Path, line_no: int, raw: bytes) -> None:
@@ -138,10 +149,10 @@ def _index_line(reading: _Reading, path: Path, line_no: int, raw: bytes) -> None
         if head is not None:  # our own key order: the head says it all
             literal = head.group(1)
             custom_id = orjson.loads(literal) if b"\\" in literal else literal[1:-1].decode()
-            reading.record(custom_id, head.group(2) == b"null", head.group(3))
+            reading.record(custom_id, head.group(2) == b"null", head.group(3), head.group(4))
         else:
             parsed = orjson.loads(raw)
-            reading.record(parsed["custom_id"], parsed["error"] is None, _fingerprint_of(parsed))
+            reading.record(parsed["custom_id"], parsed["error"] is None, *_fingerprints_of(parsed))
     except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, ValueError):
         raise UsageError(
             f"{path}:{line_no}: not a batchchat result line; refusing to append to this output (choose another -o)"
@@ -149,14 +160,17 @@ def _index_line(reading: _Reading, path: Path, line_no: int, raw: bytes) -> None
     reading.lines += 1
 
 
-def _fingerprint_of(parsed: dict) -> str | None:
-    fingerprint = parsed.get("fingerprint")
-    if fingerprint is None:
-        return None
-    if not isinstance(fingerprint, str) or len(fingerprint) != 16:
-        raise ValueError("not a fingerprint")
-    int(fingerprint, 16)
-    return fingerprint
+def _fingerprints_of(parsed: dict) -> tuple[str | None, str | None]:
+    """The fingerprint and line hash of a line parsed whole (None: not recorded); ValueError when malformed."""
+    found: list[str | None] = []
+    for name in ("fingerprint", "line_hash"):
+        value = parsed.get(name)
+        if value is not None:
+            if not isinstance(value, str) or len(value) != 16:
+                raise ValueError(f"not a {name}")
+            int(value, 16)
+        found.append(value)
+    return found[0], found[1]
 
 
 def _append_newline(path: Path) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
+import queue
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from batchchat.errors import OutputWriteError, UsageError
 
@@ -67,3 +72,42 @@ class ResultWriter:
             raise OutputWriteError(f"output {self.path} was made read-only during the run")
 
 
+
+
+class WriterThread:
+    """Writes batches with `writer.write` on a thread of its own, one at a time, and calls `written(error)` on
+    the event loop it was made on after each (error None: the batch is on disk).
+
+    One long-lived thread fed through a `queue.SimpleQueue`: `anyio.to_thread.run_sync` per batch costs a
+    capacity limiter, two checkpoints (extra loop turns) and a Condition hand-off each time.
+    """
+
+    def __init__(self, writer: Any, written: Callable[[BaseException | None], None],
+                 stored: Callable[[list[Any]], None] | None = None) -> None:
+        self._writer = writer
+        self._written = written
+        self._stored = stored  # called with a batch's results once they are written (--cache), on this thread
+        self._loop = asyncio.get_running_loop()
+        self._inbox: queue.SimpleQueue[tuple[bytes, float, list[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="batchchat-writer", daemon=True)
+        self._thread.start()
+
+    def write(self, data: bytes, now: float, results: list[Any]) -> None:
+        """Queue one batch (whole lines, and the results they hold)."""
+        self._inbox.put((data, now, results))
+
+    def stop(self) -> None:
+        """End the thread once the batches queued are written."""
+        self._inbox.put(None)
+
+    def _run(self) -> None:
+        while (item := self._inbox.get()) is not None:
+            error: BaseException | None = None
+            try:
+                self._writer.write(item[0], item[1])
+                if self._stored is not None:
+                    self._stored(item[2])  # after the lines are written: a cached answer is in an output first
+            except BaseException as exc:  # OutputWriteError, or anything else the run must hear of
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the run was torn down
+                self._loop.call_soon_threadsafe(self._written, error)

@@ -51,11 +51,15 @@ class StatusFile:
             "exit_code": exit_code,
         }
 
-    def write(self, state: str = "running", exit_code: int | None = None) -> None:
-        """Replace the state file with the figures of now; a failure to write it is not the run's failure."""
+    def write(self, state: str = "running", exit_code: int | None = None, seal: dict[str, Any] | None = None) -> None:
+        """Replace the state file with the figures of now (and a finished job's seal, `output.seal`); a failure
+        to write it is not the run's failure."""
         tmp = self.path.with_name(self.path.name + ".tmp")
+        snapshot = self.snapshot(state, exit_code)
+        if seal is not None:
+            snapshot["seal"] = seal
         with contextlib.suppress(OSError):
-            tmp.write_bytes(orjson.dumps(self.snapshot(state, exit_code), option=orjson.OPT_INDENT_2))
+            tmp.write_bytes(orjson.dumps(snapshot, option=orjson.OPT_INDENT_2))
             os.replace(tmp, self.path)
 
     async def run(self, interval: float = 2.0) -> None:
@@ -63,6 +67,15 @@ class StatusFile:
         while True:
             self.write()
             await anyio.sleep(interval)
+
+
+def read_seal(output: Path) -> Any:
+    """The seal the state file of `output` holds when its run finished (None: none)."""
+    try:
+        data = orjson.loads(status_path(output).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data.get("seal") if isinstance(data, dict) and data.get("state") == "finished" else None
 
 
 def lock_holder(output: Path) -> int | None:
